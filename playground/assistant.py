@@ -1,0 +1,136 @@
+"""Glue between the prompt-assistant form and the ``prompting`` package.
+
+The form has free-text formula fields (subject, scene, motion and their descriptions), one dropdown
+per aesthetic vocabulary group (light source, lighting type, time of day, shot size, lens, color
+tone, ...), a visual-style dropdown and a fixed-camera checkbox. Form values travel by name; this
+module turns them into ``prompting.PromptFields`` and back, and builds the live preview.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+from .i18n import KO_VOCAB
+
+__all__ = [
+    "STYLE_GROUP",
+    "TEXT_FIELDS",
+    "aesthetic_groups",
+    "build_preview",
+    "conflicts",
+    "examples",
+    "fields_from_values",
+    "group_choices",
+    "group_key",
+    "term_key",
+    "values_from_fields",
+    "vocab_translations",
+]
+
+TEXT_FIELDS = ("subject", "subject_desc", "scene", "scene_desc", "motion", "motion_desc")
+STYLE_GROUP = "style"  # prompting.STYLE_GROUP: its term goes to PromptFields.style
+NONE_CHOICE = ""
+
+
+@functools.lru_cache(maxsize=1)
+def _vocab() -> Any:
+    import prompting
+
+    return prompting.load_vocabulary()
+
+
+def group_key(group: str) -> str:
+    return f"vocab.group.{group}"
+
+
+def term_key(term_id: str) -> str:
+    return f"vocab.term.{term_id}"
+
+
+def aesthetic_groups() -> list[str]:
+    """Vocabulary groups shown as dropdowns (all official groups except the style, shown apart)."""
+    import prompting
+
+    return [g for g in prompting.GROUPS if g != STYLE_GROUP]
+
+
+def group_choices(group: str) -> list[tuple[str, str]]:
+    """``[(i18n key, term id), ...]`` for a group, in vocabulary order."""
+    return [(term_key(term_id), term_id) for _label, term_id in _vocab().choices(group, "en")]
+
+
+def vocab_translations() -> dict[str, dict[str, str]]:
+    """I18n entries for every group and term label: en and zh from the vocabulary, ko from ``KO_VOCAB``."""
+    import prompting
+
+    vocab = _vocab()
+    out: dict[str, dict[str, str]] = {"en": {}, "ko": {}, "zh": {}}
+    for group in prompting.GROUPS:
+        en = vocab.group_label(group, "en")
+        out["en"][group_key(group)] = en
+        out["zh"][group_key(group)] = vocab.group_label(group, "zh")
+        out["ko"][group_key(group)] = KO_VOCAB.get(en, en)
+        zh_labels = dict((tid, label) for label, tid in vocab.choices(group, "zh"))
+        for label, term_id in vocab.choices(group, "en"):
+            out["en"][term_key(term_id)] = label
+            out["zh"][term_key(term_id)] = zh_labels.get(term_id, label)
+            out["ko"][term_key(term_id)] = KO_VOCAB.get(label, label)
+    return out
+
+
+def fields_from_values(values: Mapping[str, Any]) -> Any:
+    """Form values (TEXT_FIELDS, one key per aesthetic group, "style", "fixed_camera") -> PromptFields."""
+    import prompting
+
+    aesthetics = {g: values[g] for g in aesthetic_groups() if values.get(g)}
+    return prompting.PromptFields(
+        **{k: str(values.get(k) or "").strip() for k in TEXT_FIELDS},
+        aesthetics=aesthetics,
+        style=values.get("style") or None,
+        fixed_camera=bool(values.get("fixed_camera")),
+    )
+
+
+def values_from_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored ``PromptFields.to_dict()`` -> form values (every form key present, blanks for unset)."""
+    import prompting
+
+    stored = {k: v for k, v in fields.items() if k not in ("mode", "lang")}  # ours, not PromptFields'
+    pf = prompting.PromptFields.from_dict(stored, strict=False)  # old entries: drop unknown terms
+    values: dict[str, Any] = {k: getattr(pf, k) or "" for k in TEXT_FIELDS}
+    aesthetics = dict(pf.aesthetics or {})
+    for g in aesthetic_groups():
+        values[g] = aesthetics.get(g) or NONE_CHOICE
+    values["style"] = pf.style or NONE_CHOICE
+    values["fixed_camera"] = bool(pf.fixed_camera)
+    return values
+
+
+def build_preview(values: Mapping[str, Any], mode: str, lang: str) -> tuple[str, dict[str, Any] | None]:
+    """The prompt the formula builds from the form, and the fields to store with the result.
+
+    Returns ``("", None)`` while the form is empty, so an untouched assistant stores nothing.
+    """
+    import prompting
+
+    fields = fields_from_values(values)
+    if fields.is_empty():
+        return "", None
+    text = prompting.build_prompt(fields, mode=mode, lang=lang)
+    return text, {**fields.to_dict(), "mode": mode, "lang": lang}
+
+
+def conflicts(values: Mapping[str, Any], lang: str) -> list[str]:
+    """Messages for contradictory choices (the builder keeps one of each pair and drops the other)."""
+    import prompting
+
+    return [c.message(lang) for c in prompting.find_conflicts(fields_from_values(values))]
+
+
+def examples(task: str) -> list[dict[str, Any]]:
+    """The task's example prompts (title, prompt, lang, mode, fields) from ``presets/examples.json``."""
+    import prompting
+
+    return prompting.example_prompts(task)

@@ -1,0 +1,183 @@
+"""Where the weights are: ``--ckpt-dir``, ``WAN_CKPT_DIR``, the Hugging Face cache; the Hub download;
+and the tiny random weights of ``--demo``.
+
+The search itself is ``wan.loading.find_checkpoint``; this module turns its answer into something
+the UI can show (a status line, or a message that names the missing files and how to get them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "HF_REPOS",
+    "WeightsMissing",
+    "WeightsStatus",
+    "demo_status",
+    "download_weights",
+    "ensure_demo_checkpoint",
+    "expected_files",
+    "locate_weights",
+    "missing_message",
+]
+
+log = logging.getLogger(__name__)
+
+HF_REPOS: dict[str, str] = {
+    "t2v-A14B": "Wan-AI/Wan2.2-T2V-A14B",
+    "i2v-A14B": "Wan-AI/Wan2.2-I2V-A14B",
+    "ti2v-5B": "Wan-AI/Wan2.2-TI2V-5B",
+}
+_DEMO_MARKER = ".complete"
+_demo_lock = threading.Lock()
+
+
+class WeightsMissing(RuntimeError):
+    """The task's weights are not on this machine; the message says which files and how to get them."""
+
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    task: str
+    path: Path | None
+    demo: bool
+    detail: str
+
+    @property
+    def ready(self) -> bool:
+        return self.path is not None or self.demo
+
+
+def expected_files(task: str) -> list[str]:
+    """The files and folders of the official layout that a checkpoint folder must hold."""
+    import wan
+
+    spec = wan.get_spec(task)
+    files = [spec.t5_file, spec.vae_file, f"{spec.tokenizer_dir}/"]
+    if spec.moe:
+        files += [f"{d}/config.json + {d}/diffusion_pytorch_model*.safetensors" for d in ("high_noise_model", "low_noise_model")]
+    else:
+        files += ["config.json + diffusion_pytorch_model*.safetensors"]
+    return files
+
+
+def missing_message(task: str, ckpt_dir: Path | None, reason: str | None = None) -> str:
+    """Which files are missing and the ways to get them (for the UI and the console)."""
+    repo = HF_REPOS.get(task, "Wan-AI")
+    searched = [f"--ckpt-dir {ckpt_dir}" if ckpt_dir else None]
+    env_dir = os.environ.get("WAN_CKPT_DIR")
+    if env_dir:
+        searched.append(f"WAN_CKPT_DIR={env_dir}")
+    searched.append(f"the Hugging Face cache ({_hf_cache_dir()}) for {repo}")
+    try:
+        files = "\n".join(f"  - {f}" for f in expected_files(task))
+    except Exception as e:  # wan not importable: still say how to get the weights
+        log.warning("discovery: cannot list expected files for %s: %s", task, e)
+        files = "  - (file list unavailable)"
+    offline = " (HF_HUB_OFFLINE is set, so nothing can be downloaded)" if _offline() else ""
+    lines = [
+        f"The {task} weights were not found{offline}.",
+        f"Searched: {'; '.join(s for s in searched if s)}.",
+    ]
+    if reason:
+        lines.append(f"Problem: {reason}")
+    lines += [
+        "A checkpoint folder holds (official layout):",
+        files,
+        "Get them with one of:",
+        f"  huggingface-cli download {repo} --local-dir ./ckpts/{repo.split('/')[-1]}   then   python app.py --ckpt-dir ./ckpts/{repo.split('/')[-1]}",
+        "  python app.py --download          (downloads into the Hugging Face cache on first use)",
+        "  python app.py --demo              (tiny random weights, to try the UI on CPU)",
+    ]
+    return "\n".join(lines)
+
+
+def _hf_cache_dir() -> str:
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except Exception as e:
+        log.warning("discovery: cannot read the Hugging Face cache location: %s", e)
+        return "~/.cache/huggingface/hub"
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes"}
+
+
+def locate_weights(task: str, ckpt_dir: Path | None) -> WeightsStatus:
+    from wan import loading
+
+    try:
+        found = loading.find_checkpoint(task, ckpt_dir)
+    except loading.CheckpointError as e:
+        return WeightsStatus(task, None, False, missing_message(task, ckpt_dir, reason=str(e)))
+    if found is None:
+        return WeightsStatus(task, None, False, missing_message(task, ckpt_dir))
+    return WeightsStatus(task, Path(found), False, f"{task} weights: {found}")
+
+
+def download_weights(
+    task: str, ckpt_dir: Path | None, progress: Callable[[str], None] | None = None
+) -> Path:
+    """Download the official checkpoint (tqdm progress, so ``gr.Progress(track_tqdm=True)`` shows it)."""
+    from wan import loading
+
+    if _offline():
+        raise WeightsMissing(missing_message(task, ckpt_dir, reason="offline: HF_HUB_OFFLINE is set"))
+    local_dir = ckpt_dir / HF_REPOS[task].split("/")[-1] if ckpt_dir else None
+    if progress:
+        progress(f"downloading {HF_REPOS[task]}…")
+    try:
+        path = loading.download_checkpoint(task, local_dir)
+    except Exception as e:  # network, auth, disk: report with the manual instructions
+        raise WeightsMissing(missing_message(task, ckpt_dir, reason=f"download failed: {e}")) from e
+    return Path(path)
+
+
+def demo_status(task: str, demo_root: Path) -> WeightsStatus:
+    path = demo_root / task
+    ready = (path / _DEMO_MARKER).is_file()
+    detail = (
+        f"{task}: DEMO — tiny random weights ({path}); the output is noise, only the UI flow is real"
+        if ready
+        else f"{task}: DEMO — tiny random weights, written to {path} on first use"
+    )
+    return WeightsStatus(task, path if ready else None, True, detail)
+
+
+def ensure_demo_checkpoint(task: str, demo_root: Path) -> Path:
+    """Write the task's tiny random checkpoint once (atomically: temp folder, then rename)."""
+    target = demo_root / task
+    if (target / _DEMO_MARKER).is_file():
+        return target
+    with _demo_lock:
+        if (target / _DEMO_MARKER).is_file():
+            return target
+        from wan import synthetic
+
+        demo_root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{task}.", dir=demo_root))
+        try:
+            synthetic.write_tiny_checkpoint(task, tmp, seed=0)
+            (tmp / _DEMO_MARKER).write_text("tiny random weights for app.py --demo\n")
+            if target.exists():  # an incomplete folder from an interrupted run
+                shutil.rmtree(target)
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not (target / _DEMO_MARKER).is_file():  # not another process winning the race
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    log.info("discovery: wrote demo weights for %s to %s", task, target)
+    return target

@@ -1,0 +1,260 @@
+"""The engine: owns the Wan pipelines, loads them lazily, keeps one task resident, runs one job at a time.
+
+* ``pipeline(task)`` loads on first use; loading another task first unloads the resident one
+  (drop references, ``gc.collect()``, ``torch.cuda.empty_cache()`` on CUDA).
+* ``generate(request, on_step=..., cancel=...)`` holds a lock for the whole job, reports every
+  denoising step (step k/N, expert phase, ETA) and stops at the next step once ``cancel`` is set.
+* On ZeroGPU the device part is wrapped with ``spaces.GPU`` and a duration estimated from the
+  request (``zerogpu.gpu_duration``); elsewhere it runs as is.
+
+Importing this module imports neither torch nor ``wan``; they are imported on first use.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import discovery, zerogpu
+from .i18n import tr
+from .request import GenerationRequest
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["EXPERT_LABELS", "Engine", "GenerationCancelled", "StepInfo"]
+
+log = logging.getLogger(__name__)
+
+EXPERT_LABELS = {"high_noise": "high-noise expert", "low_noise": "low-noise expert", "dense": "5B model"}
+
+
+class GenerationCancelled(Exception):
+    """The job was cancelled (Cancel button, client disconnect or ``job.cancel()``)."""
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """One finished denoising step."""
+
+    step: int          # 1-based
+    total: int
+    expert: str        # "high_noise" | "low_noise" | "dense"
+    elapsed_s: float   # since the first step started
+    eta_s: float | None
+
+    def expert_label(self, lang: str = "en") -> str:
+        if self.expert in EXPERT_LABELS:
+            return tr(f"run.expert.{self.expert}", lang)
+        return self.expert.replace("_", "-")
+
+    def describe(self, lang: str = "en") -> str:
+        """``"step 3/40 · high-noise expert · ETA 12s"`` (in ``lang``: en, ko or zh)."""
+        if self.eta_s is None:
+            return tr("run.step_first", lang, step=self.step, total=self.total, expert=self.expert_label(lang))
+        return tr(
+            "run.step", lang, step=self.step, total=self.total, expert=self.expert_label(lang), eta=f"{self.eta_s:.0f}"
+        )
+
+
+class Engine:
+    """Owns the models. Thread-safe; one generation at a time, one task resident at a time."""
+
+    def __init__(
+        self,
+        *,
+        ckpt_dir: str | Path | None = None,
+        demo: bool = False,
+        demo_root: str | Path = ".demo_ckpt",
+        device: str | None = None,
+        dtype: str | None = None,
+        offload: bool | None = None,
+        allow_download: bool = False,
+    ) -> None:
+        self.ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
+        self.demo = demo
+        self.demo_root = Path(demo_root)
+        self._device = device
+        self._dtype = dtype
+        self._offload = offload
+        self.allow_download = allow_download
+        self._lock = threading.Lock()          # one job (load or generate) at a time
+        self._pipe: Any = None
+        self._pipe_task: str | None = None
+        self._run_on_device = zerogpu.wrap_gpu(self._denoise_and_decode, self._gpu_duration)
+
+    # ---------------------------------------------------------------------------------- info
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            import torch
+
+            self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        return self._device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        import torch
+
+        if self._dtype is not None:
+            return getattr(torch, self._dtype)
+        return torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+
+    @property
+    def resident_task(self) -> str | None:
+        return self._pipe_task
+
+    def spec(self, task: str) -> Any:
+        import wan
+
+        return wan.get_spec(task)
+
+    def weights(self, task: str) -> discovery.WeightsStatus:
+        """Where this task's weights are (or why they are missing); never downloads."""
+        if self.demo:
+            return discovery.demo_status(task, self.demo_root)
+        return discovery.locate_weights(task, self.ckpt_dir)
+
+    # ------------------------------------------------------------------------------- loading
+    def pipeline(self, task: str) -> Any:
+        """The loaded pipeline for ``task`` (loading it, and unloading any other, if needed)."""
+        with self._lock:
+            return self._ensure_loaded(task)
+
+    def unload(self) -> None:
+        with self._lock:
+            self._unload()
+
+    def download(self, task: str, progress: Callable[[str], None] | None = None) -> Path:
+        """Fetch the task's official weights from the Hugging Face Hub into ``ckpt_dir`` (or the HF cache)."""
+        if self.demo:
+            raise discovery.WeightsMissing(f"{task}: demo mode uses tiny random weights; nothing to download")
+        return discovery.download_weights(task, self.ckpt_dir, progress=progress)
+
+    def _ensure_loaded(self, task: str) -> Any:
+        if self._pipe_task == task and self._pipe is not None:
+            return self._pipe
+        self._unload()
+        ckpt = self._checkpoint_for(task)
+        import wan
+
+        t0 = time.perf_counter()
+        kwargs: dict[str, Any] = {"device": self.device, "dtype": self.dtype}
+        if self._offload is not None:
+            kwargs["offload"] = self._offload
+        log.info("engine: loading %s from %s on %s", task, ckpt, self.device)
+        self._pipe = wan.load_pipeline(task, ckpt, **kwargs)
+        self._pipe_task = task
+        log.info("engine: %s loaded in %.1fs", task, time.perf_counter() - t0)
+        return self._pipe
+
+    def _checkpoint_for(self, task: str) -> Path:
+        if self.demo:
+            return discovery.ensure_demo_checkpoint(task, self.demo_root)
+        status = discovery.locate_weights(task, self.ckpt_dir)
+        if status.path is not None:
+            return status.path
+        if self.allow_download:
+            return discovery.download_weights(task, self.ckpt_dir)
+        raise discovery.WeightsMissing(status.detail)
+
+    def _unload(self) -> None:
+        if self._pipe is None:
+            return
+        log.info("engine: unloading %s", self._pipe_task)
+        self._pipe = None
+        self._pipe_task = None
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------------------ generate
+    def generate(
+        self,
+        req: GenerationRequest,
+        *,
+        on_step: Callable[[StepInfo], None] | None = None,
+        on_status: Callable[..., None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> torch.Tensor:
+        """Run one request; returns the video ``(C, F, H, W)`` in [-1, 1] on the CPU.
+
+        ``on_status(key, **fmt)`` receives ``playground.i18n`` keys for the phases around denoising.
+        Raises ``GenerationCancelled`` if ``cancel`` is set before or during the run, and the
+        pipeline's own errors (``ValueError`` for bad input, ``WeightsMissing``, ``CheckpointError``).
+        """
+        cancel = cancel or threading.Event()
+        with self._lock:
+            if cancel.is_set():
+                raise GenerationCancelled("cancelled before it started")
+            if on_status and (self._pipe_task != req.task):
+                on_status("run.loading", task=req.task)
+            pipe = self._ensure_loaded(req.task)
+            image = self._load_image(req.image) if req.image else None
+            if on_status:
+                on_status("run.encoding")
+            video = self._run_on_device(pipe, req, image, self._make_callback(on_step, cancel))
+            if cancel.is_set():
+                raise GenerationCancelled("cancelled")
+            return video.detach().float().cpu()
+
+    @staticmethod
+    def _load_image(path: str) -> Any:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.convert("RGB")
+
+    @staticmethod
+    def _make_callback(
+        on_step: Callable[[StepInfo], None] | None, cancel: threading.Event
+    ) -> Callable[..., bool]:
+        t0: list[float] = []
+
+        def callback(step: int, total: int, expert: str, latents: Any = None) -> bool:
+            now = time.perf_counter()
+            if not t0:
+                t0.append(now)
+            done = step + 1 if step < total else step  # the pipeline reports 0-based steps
+            elapsed = now - t0[0]
+            # The first callback comes after step 1, so time per step is measured from there.
+            eta = elapsed / (done - 1) * (total - done) if done > 1 else None
+            if on_step is not None:
+                on_step(StepInfo(done, total, expert, elapsed, eta))
+            return not cancel.is_set()
+
+        return callback
+
+    def _denoise_and_decode(
+        self, pipe: Any, req: GenerationRequest, image: Any, callback: Callable[..., bool]
+    ) -> torch.Tensor:
+        import wan
+
+        try:
+            return pipe.generate(
+                req.prompt,
+                image=image,
+                negative_prompt=req.negative_prompt or None,
+                size=(req.width, req.height),
+                frame_num=req.frame_num,
+                sampling_steps=req.sampling_steps,
+                shift=req.shift,
+                guide_scale=req.guide_scale,
+                sample_solver=req.sample_solver,
+                seed=req.seed,
+                callback=callback,
+            )
+        except getattr(wan, "GenerationCancelled", GenerationCancelled) as e:
+            raise GenerationCancelled(str(e) or "cancelled") from e
+
+    @staticmethod
+    def _gpu_duration(pipe: Any, req: GenerationRequest, *_: Any, **__: Any) -> int:
+        return zerogpu.gpu_duration(req.task, req.sampling_steps, req.frame_num, req.width, req.height)

@@ -1,0 +1,337 @@
+"""End-to-end tests of the Gradio app: the real server (`python app.py --demo`) driven by gradio_client.
+
+The server runs in a subprocess on 127.0.0.1 with tiny random weights (``--demo``), so every
+generation is real (text encoder, DiT experts, VAE, mp4 via ffmpeg) and takes a second or two on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_IMAGE = ROOT / "assets" / "samples" / "sunset_lake.png"
+ID_RE = re.compile(r"\?gen=(\d{8}-\d{6}-[0-9a-f]{6})$")
+SMALL = {"size": "160*96", "frame_num": 9, "sampling_steps": 3, "seed": 1234, "randomize_seed": False}
+API = {"t2v-A14B": "/generate_t2v", "i2v-A14B": "/generate_i2v", "ti2v-5B": "/generate_ti2v"}
+FPS = {"t2v-A14B": 16, "i2v-A14B": 16, "ti2v-5B": 24}
+
+pytestmark = pytest.mark.slow
+
+
+# ------------------------------------------------------------------------ server fixture
+@dataclass
+class AppServer:
+    url: str
+    outputs: Path
+    proc: subprocess.Popen
+    log: Path
+
+    def client(self):
+        from gradio_client import Client
+
+        return Client(self.url, verbose=False)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_app(outputs: Path, log: Path, *extra: str, timeout: float = 180.0) -> AppServer:
+    """Start ``python app.py --demo`` on a free port and wait until it answers HTTP."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("SPACES_ZERO_GPU", None)
+    cmd = [sys.executable, str(ROOT / "app.py"), "--demo", "--host", "127.0.0.1", "--port", str(port),
+           "--outputs", str(outputs), *extra]
+    fh = log.open("w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app.py exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url + "gradio_api/info", timeout=2) as r:
+                if r.status == 200:
+                    return AppServer(url, outputs, proc, log)
+        except OSError:
+            time.sleep(0.5)
+    stop_app(AppServer(url, outputs, proc, log))
+    raise RuntimeError(f"app.py did not answer within {timeout}s:\n{log.read_text()[-4000:]}")
+
+
+def stop_app(server: AppServer) -> None:
+    if server.proc.poll() is None:
+        os.killpg(server.proc.pid, signal.SIGTERM)
+        try:
+            server.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.proc.pid, signal.SIGKILL)
+            server.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory):
+    base = tmp_path_factory.mktemp("app")
+    server = launch_app(base / "outputs", base / "app.log")
+    yield server
+    stop_app(server)
+    assert "generation failed" not in server.log_text(), server.log_text()[-4000:]
+
+
+# ------------------------------------------------------------------------------- helpers
+def mp4_info(path: str | Path) -> dict:
+    """Frame count, fps and size read with ffmpeg (independent of the app's own reader)."""
+    import imageio_ffmpeg
+
+    gen = imageio_ffmpeg.read_frames(str(path))
+    meta = next(gen)
+    n = sum(1 for _ in gen)
+    return {"frames": n, "fps": meta["fps"], "size": tuple(meta["size"])}
+
+
+def generate(client, task: str, **over):
+    args = {"prompt": "a red fox runs through a snowy forest at dawn", **SMALL, **over}
+    if task == "i2v-A14B" and "image" not in args:
+        from gradio_client import handle_file
+
+        args["image"] = handle_file(str(SAMPLE_IMAGE))
+    return client.predict(api_name=API[task], **args)
+
+
+def settings_of(server: AppServer, gen_id: str) -> dict:
+    return json.loads((server.outputs / f"{gen_id}.json").read_text())
+
+
+def app_error(fn, *args, **kwargs) -> str:
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as e:
+        fn(*args, **kwargs)
+    return str(e.value)
+
+
+# --------------------------------------------------------------------------------- tests
+def test_named_api_endpoints(app_server):
+    api = app_server.client().view_api(return_format="dict", print_info=False)
+    named = api["named_endpoints"]
+    for name in [*API.values(), "/get_result", "/settings_from_video", "/extend_prompt"]:
+        assert name in named, sorted(named)
+    params = [p["parameter_name"] for p in named["/generate_t2v"]["parameters"]]
+    assert {"prompt", "size", "frame_num", "seed", "guide_scale_high", "guide_scale_low"} <= set(params)
+    assert "image" in [p["parameter_name"] for p in named["/generate_i2v"]["parameters"]]
+    assert "guide_scale" in [p["parameter_name"] for p in named["/generate_ti2v"]["parameters"]]
+
+
+@pytest.mark.parametrize("task", list(API))
+def test_generate_each_tab(app_server, task):
+    t0 = time.perf_counter()
+    video, used_seed, status, link = generate(app_server.client(), task, fps=FPS[task])
+    elapsed = time.perf_counter() - t0
+    assert used_seed == 1234
+    gen_id = ID_RE.search(link).group(1)
+    assert link.startswith(app_server.url)
+    info = mp4_info(video)
+    assert info == {"frames": 9, "fps": FPS[task], "size": (160, 96)}, info
+    stored = app_server.outputs / f"{gen_id}.mp4"
+    assert stored.is_file() and mp4_info(stored) == info
+    s = settings_of(app_server, gen_id)
+    assert s["task"] == task and s["seed"] == 1234 and s["demo"] is True
+    assert (s["width"], s["height"], s["frame_num"], s["sampling_steps"], s["fps"]) == (160, 96, 9, 3, FPS[task])
+    assert s["video"] == {"width": 160, "height": 96, "frames": 9, "fps": FPS[task]}
+    if task == "i2v-A14B":
+        assert s["image_file"] == f"{gen_id}.input.png" and (app_server.outputs / s["image_file"]).is_file()
+    assert gen_id in status and "seed 1234" in status
+    assert elapsed < 60, f"{task} demo generation took {elapsed:.1f}s"
+
+
+def test_randomized_seed_is_reported_and_stored(app_server):
+    _, used_seed, _, link = generate(app_server.client(), "ti2v-5B", randomize_seed=True, seed=5)
+    assert isinstance(used_seed, (int, float)) and used_seed != 5
+    assert settings_of(app_server, ID_RE.search(link).group(1))["seed"] == int(used_seed)
+
+
+def test_ti2v_with_image_and_moe_guidance_stored(app_server):
+    from gradio_client import handle_file
+
+    c = app_server.client()
+    _, _, _, link = generate(c, "ti2v-5B", image=handle_file(str(SAMPLE_IMAGE)), guide_scale=6.5)
+    s = settings_of(app_server, ID_RE.search(link).group(1))
+    assert s["guide_scale"] == 6.5 and s["image_file"]
+    _, _, _, link = generate(c, "t2v-A14B", guide_scale_high=4.5, guide_scale_low=2.5)
+    assert settings_of(app_server, ID_RE.search(link).group(1))["guide_scale"] == [2.5, 4.5]
+
+
+def test_permalink_id_restores_via_api_and_video_metadata(app_server):
+    from gradio_client import handle_file
+
+    c = app_server.client()
+    video, _, _, link = generate(c, "t2v-A14B", prompt="a lighthouse in a storm", seed=99)
+    gen_id = ID_RE.search(link).group(1)
+    got_video, settings, got_link = c.predict(gen_id, api_name="/get_result")
+    assert got_link == link and settings["prompt"] == "a lighthouse in a storm" and settings["seed"] == 99
+    assert mp4_info(got_video)["frames"] == 9
+    embedded = c.predict(handle_file(str(app_server.outputs / f"{gen_id}.mp4")), api_name="/settings_from_video")
+    assert embedded["id"] == gen_id and embedded["prompt"] == "a lighthouse in a storm"
+    assert embedded["task"] == "t2v-A14B" and embedded["seed"] == 99
+
+
+def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(app_server, tmp_path):
+    from gradio_client import handle_file
+    from PIL import Image
+
+    c = app_server.client()
+    msg = app_error(generate, c, "t2v-A14B", prompt="   ")
+    assert "Prompt: is empty" in msg
+    msg = app_error(generate, c, "ti2v-5B", size="1000*1000")
+    assert "Resolution" in msg and "multiples of 32" in msg
+    msg = app_error(generate, c, "ti2v-5B", size="huge")
+    assert "Resolution" in msg and "WIDTH*HEIGHT" in msg
+    msg = app_error(generate, c, "t2v-A14B", frame_num=10)
+    assert "Frames: must be 4n+1" in msg
+    msg = app_error(generate, c, "i2v-A14B", image=None)
+    assert "Image:" in msg and "upload one" in msg
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("definitely not a PNG")
+    msg = app_error(generate, c, "i2v-A14B", image=handle_file(str(not_image)))
+    assert "mage" in msg and ("not an image" in msg or "cannot" in msg.lower()), msg
+    huge = tmp_path / "huge.png"
+    Image.new("1", (9000, 6000)).save(huge)
+    msg = app_error(generate, c, "i2v-A14B", image=handle_file(str(huge)))
+    assert "too large" in msg
+    msg = app_error(c.predict, "../../etc/passwd", api_name="/get_result")
+    assert "not a valid result id" in msg
+    msg = app_error(c.predict, "20200101-000000-abcdef", api_name="/get_result")
+    assert "No result with id 20200101-000000-abcdef" in msg
+    plain = tmp_path / "plain.mp4"
+    _write_plain_mp4(plain)
+    msg = app_error(c.predict, handle_file(str(plain)), api_name="/settings_from_video")
+    assert "no Wan Playground settings" in msg
+    # still serving
+    video, *_ = generate(c, "ti2v-5B")
+    assert mp4_info(video)["frames"] == 9
+
+
+def _write_plain_mp4(path: Path) -> None:
+    import imageio_ffmpeg
+    import numpy as np
+
+    w = imageio_ffmpeg.write_frames(str(path), (64, 64), fps=8, macro_block_size=16)
+    w.send(None)
+    for i in range(5):
+        w.send(np.full((64, 64, 3), i * 40, dtype=np.uint8).tobytes())
+    w.close()
+
+
+def test_progress_reports_steps_with_expert_phase(app_server):
+    c = app_server.client()
+    job = c.submit(api_name=API["t2v-A14B"], prompt="a paper boat on a river",
+                   **{**SMALL, "sampling_steps": 24, "frame_num": 17})
+    descs: set[str] = set()
+    while not job.done():
+        st = job.status()
+        for unit in st.progress_data or []:
+            if unit.desc:
+                descs.add(unit.desc)
+        time.sleep(0.02)
+    job.result()
+    steps = [d for d in descs if re.match(r"step \d+/24 · (high|low)-noise expert", d)]
+    assert steps, descs
+    assert any("ETA" in d for d in steps), descs
+
+
+def test_four_concurrent_clients_all_saved(app_server):
+    before = {p.stem for p in app_server.outputs.glob("*.json")}
+    results: dict[int, tuple] = {}
+    ranks: list[int] = []
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            c = app_server.client()
+            job = c.submit(api_name=API["ti2v-5B"], prompt=f"concurrent client {i}", **{**SMALL, "seed": 100 + i})
+            while not job.done():
+                st = job.status()
+                if st.rank is not None:
+                    ranks.append(st.rank)
+                time.sleep(0.05)
+            results[i] = job.result()
+        except BaseException as e:  # collected and re-raised below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=240)
+    assert not errors, errors
+    assert len(results) == 4
+    ids = {ID_RE.search(r[3]).group(1) for r in results.values()}
+    assert len(ids) == 4
+    after = {p.stem for p in app_server.outputs.glob("*.json")}
+    assert ids <= after - before
+    assert {settings_of(app_server, i)["prompt"] for i in ids} == {f"concurrent client {i}" for i in range(4)}
+    assert {settings_of(app_server, i)["seed"] for i in ids} == {100, 101, 102, 103}
+    assert max(ranks, default=0) >= 1, "with one GPU slot, some jobs must have waited in the queue"
+
+
+def test_cancel_stops_the_run_and_saves_nothing(app_server):
+    c = app_server.client()
+    before = {p.stem for p in app_server.outputs.glob("*.json")}
+    job = c.submit(api_name=API["t2v-A14B"], prompt="a very long run", **{**SMALL, "sampling_steps": 100, "frame_num": 33})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        st = job.status()
+        if any(u.desc and u.desc.startswith("step ") for u in (st.progress_data or [])):
+            break
+        time.sleep(0.02)
+    job.cancel()
+    time.sleep(3)
+    assert {p.stem for p in app_server.outputs.glob("*.json")} == before
+    # the server is free again: a new job runs to completion
+    video, *_ = generate(c, "ti2v-5B")
+    assert mp4_info(video)["frames"] == 9
+    assert "generation failed" not in app_server.log_text()
+
+
+def test_history_survives_a_restart(app_server, tmp_path):
+    _, _, _, link = generate(app_server.client(), "ti2v-5B", prompt="remember me", seed=7)
+    gen_id = ID_RE.search(link).group(1)
+    second = launch_app(app_server.outputs, tmp_path / "second.log")  # a new process on the same folder
+    try:
+        video, settings, new_link = second.client().predict(gen_id, api_name="/get_result")
+        assert settings["prompt"] == "remember me" and settings["seed"] == 7
+        assert new_link == f"{second.url}?gen={gen_id}"
+        assert mp4_info(video)["frames"] == 9
+    finally:
+        stop_app(second)
+
+
+def test_extend_prompt_api(app_server):
+    out = app_server.client().predict("a cat", "t2v-A14B", "en", False, api_name="/extend_prompt")
+    assert isinstance(out, str) and "cat" in out.lower() and len(out) > len("a cat")

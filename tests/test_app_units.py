@@ -1,0 +1,312 @@
+"""Unit tests of the app's non-UI logic (``playground``): validation, history, share links, i18n, ZeroGPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import string
+import threading
+from pathlib import Path
+
+import pytest
+
+from playground import discovery, history, i18n, share, zerogpu
+from playground.images import check_image
+from playground.request import (
+    MAX_SEED,
+    GenerationRequest,
+    InputError,
+    closest_preset,
+    parse_size,
+    request_from_values,
+    resolve_seed,
+    size_presets,
+    validate_request,
+)
+
+TASKS = ("t2v-A14B", "i2v-A14B", "ti2v-5B")
+
+
+def _spec(task: str):
+    import wan
+
+    return wan.get_spec(task)
+
+
+def _values(spec, **over):
+    v = {
+        "prompt": "a cat surfing a wave at sunset",
+        "negative_prompt": "blurry",
+        "size": f"{spec.sizes[0][0]}*{spec.sizes[0][1]}",
+        "frame_num": 17,
+        "fps": spec.sample_fps,
+        "sampling_steps": 4,
+        "shift": 5.0,
+        "sample_solver": "unipc",
+        "seed": 42,
+        "randomize_seed": False,
+    }
+    if spec.moe:
+        v.update(guide_scale_high=4.0, guide_scale_low=3.0)
+    else:
+        v.update(guide_scale=5.0)
+    v.update(over)
+    return v
+
+
+# --------------------------------------------------------------------------------- request
+def test_parse_size_accepts_common_spellings():
+    assert parse_size("1280*720") == (1280, 720)
+    assert parse_size(" 832 x 480 ") == (832, 480)
+    assert parse_size("704×1280") == (704, 1280)
+    with pytest.raises(InputError, match="WIDTH\\*HEIGHT"):
+        parse_size("big")
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_request_roundtrip_and_guidance_shape(task):
+    spec = _spec(task)
+    req = request_from_values(spec, _values(spec))
+    validate_request(req, spec, image_required=False)
+    assert req.seed == 42 and req.size == spec.sizes[0]
+    if spec.moe:
+        assert req.guide_scale == (3.0, 4.0)  # (low-noise, high-noise) as in the official configs
+    else:
+        assert req.guide_scale == 5.0
+    d = json.loads(json.dumps(req.to_dict()))
+    assert GenerationRequest.from_dict(d) == req
+
+
+def test_validation_messages_name_the_field_and_what_is_allowed():
+    spec = _spec("ti2v-5B")
+
+    def err(**over):
+        with pytest.raises(InputError) as e:
+            validate_request(request_from_values(spec, _values(spec, **over)), spec)
+        return e.value
+
+    e = err(prompt="   ")
+    assert e.field == "prompt" and "empty" in str(e)
+    e = err(size="1280*720")
+    assert e.field == "size" and "1280*704" in str(e) and "704*1280" in str(e)
+    e = err(frame_num=80)
+    assert e.field == "frame_num" and "4n+1" in str(e)
+    e = err(sampling_steps=0)
+    assert e.field == "sampling_steps" and "between 1 and 100" in str(e)
+    e = err(sample_solver="ddim")
+    assert e.field == "sample_solver" and "unipc" in str(e)
+    with pytest.raises(InputError, match="Seed: must be a whole number"):
+        request_from_values(spec, _values(spec, seed=1.5))
+
+
+def test_any_size_uses_the_stride_multiple():
+    spec = _spec("ti2v-5B")
+    req = request_from_values(spec, _values(spec, size="160*96"))
+    with pytest.raises(InputError, match="not supported"):
+        validate_request(req, spec)
+    validate_request(req, spec, any_size=True)
+    bad = request_from_values(spec, _values(spec, size="160*100"))
+    with pytest.raises(InputError, match="multiples of 32"):
+        validate_request(bad, spec, any_size=True)
+
+
+def test_image_policy():
+    spec = _spec("i2v-A14B")
+    req = request_from_values(spec, _values(spec))
+    with pytest.raises(InputError, match="Image: .*upload one"):
+        validate_request(req, spec, image_required=True)
+
+
+def test_seed_resolution():
+    assert resolve_seed(7, False) == 7
+    seeds = {resolve_seed(7, True) for _ in range(20)}
+    assert len(seeds) > 1 and all(0 <= s <= MAX_SEED for s in seeds)
+    assert 0 <= resolve_seed(-1, False) <= MAX_SEED
+
+
+def test_size_presets_and_closest():
+    spec = _spec("t2v-A14B")
+    presets = size_presets(spec, demo=True)
+    assert any("demo" in p.label for p in presets)
+    assert {(p.width, p.height) for p in presets} >= set(spec.sizes)
+    official = size_presets(spec)
+    assert closest_preset(official, 1000, 1800).height > closest_preset(official, 1000, 1800).width
+    assert closest_preset(official, 1920, 1080).value == "1280*720"
+
+
+# ---------------------------------------------------------------------------------- images
+def test_check_image_rejects_non_images_and_huge_images(tmp_path):
+    from PIL import Image
+
+    ok = tmp_path / "ok.png"
+    Image.new("RGB", (200, 100), "red").save(ok)
+    assert check_image(ok) == (200, 100)
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image")
+    with pytest.raises(InputError, match="Image: 'notes.png' is not an image"):
+        check_image(text)
+    huge = tmp_path / "huge.png"
+    Image.new("1", (9000, 5000)).save(huge)  # 1-bit keeps the file small; 45 MP
+    with pytest.raises(InputError, match="too large"):
+        check_image(huge)
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (8, 8)).save(tiny)
+    with pytest.raises(InputError, match="too small"):
+        check_image(tiny)
+
+
+# --------------------------------------------------------------------------------- history
+def _commit(store: history.HistoryStore, **settings) -> history.HistoryEntry:
+    gen_id = store.reserve_id()
+    video = store.work_path(gen_id, ".mp4")
+    video.write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    return store.commit(gen_id, video, {"task": "t2v-A14B", "prompt": "p", "seed": 1, **settings})
+
+
+def test_history_commit_get_list_and_restart(tmp_path):
+    store = history.HistoryStore(tmp_path / "out")
+    a = _commit(store, prompt="first")
+    b = _commit(store, prompt="second")
+    assert store.get(a.id).settings["prompt"] == "first"
+    assert [e.id for e in store.list()] == [b.id, a.id]  # newest first
+    assert store.get(a.id).settings["id"] == a.id
+    assert json.loads(store.settings_path(b.id).read_text())["video_file"] == f"{b.id}.mp4"
+    assert not list(store.tmp_dir.iterdir())  # work files were moved in
+    reopened = history.HistoryStore(tmp_path / "out")  # "restart"
+    assert {e.id for e in reopened.list()} == {a.id, b.id}
+
+
+def test_history_ids_are_validated_against_traversal(tmp_path):
+    store = history.HistoryStore(tmp_path)
+    for bad in ("../etc/passwd", "..", "20260101-120000-a1b2c3/../x", "x" * 30, "", None, "20260101-120000-A1B2C3"):
+        with pytest.raises(history.InvalidIdError):
+            store.get(bad)  # type: ignore[arg-type]
+    with pytest.raises(history.UnknownIdError, match="No result with id 20260101-120000-abcdef"):
+        store.get("20260101-120000-abcdef")
+
+
+def test_history_skips_incomplete_and_corrupt_entries(tmp_path):
+    store = history.HistoryStore(tmp_path)
+    good = _commit(store)
+    (tmp_path / "20250101-000000-aaaaaa.json").write_text("{not json")
+    (tmp_path / "20250101-000000-aaaaaa.mp4").write_bytes(b"x")
+    (tmp_path / "20250101-000000-bbbbbb.json").write_text("{}")  # no mp4
+    assert [e.id for e in store.list()] == [good.id]
+
+
+def test_history_concurrent_writers_lose_nothing(tmp_path):
+    store = history.HistoryStore(tmp_path)
+    ids: list[str] = []
+    lock = threading.Lock()
+
+    def worker(i: int) -> None:
+        for j in range(10):
+            e = _commit(store, prompt=f"{i}-{j}")
+            with lock:
+                ids.append(e.id)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(set(ids)) == 40
+    assert {e.id for e in store.list()} == set(ids)
+
+
+def test_atomic_write_json_leaves_no_partial_file(tmp_path):
+    target = tmp_path / "a.json"
+    history.atomic_write_json(target, {"x": 1})
+    with pytest.raises(TypeError):
+        history.atomic_write_json(target, {"x": object()})
+    assert json.loads(target.read_text()) == {"x": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+# ----------------------------------------------------------------------------------- share
+def test_share_permalink_and_parse():
+    gen_id = "20260101-120000-a1b2c3"
+    link = share.permalink("http://127.0.0.1:7860/?__theme=dark#x", gen_id)
+    assert link == f"http://127.0.0.1:7860/?gen={gen_id}"
+    q = share.parse_query({"gen": gen_id}, TASKS)
+    assert q.gen_id == gen_id and not q.problems
+    q = share.parse_query({"gen": "../../secret"}, TASKS)
+    assert q.gen_id is None and "not a valid result id" in q.problems[0]
+
+
+def test_share_prefill_parsing_reports_what_was_ignored():
+    q = share.parse_query(
+        {"task": "ti2v", "prompt": "a dog", "seed": "12", "steps": "abc", "size": "704x1280", "solver": "dpm++"},
+        TASKS,
+    )
+    assert q.task == "ti2v-5B"
+    assert q.prefill == {"prompt": "a dog", "seed": 12, "size": "704*1280", "sample_solver": "dpm++"}
+    assert len(q.problems) == 1 and q.problems[0].startswith("steps:")
+    q = share.parse_query({"task": "nope", "prompt": "x"}, TASKS)
+    assert q.task == "t2v-A14B" and "not a task" in q.problems[0]
+    link = share.prefill_link("http://h:1/app", "i2v-A14B", prompt="a b&c", seed=3)
+    assert link == "http://h:1/app/?task=i2v-A14B&prompt=a+b%26c&seed=3"
+    back = share.parse_query(dict(__import__("urllib.parse").parse.parse_qsl(link.split("?")[1])), TASKS)
+    assert back.task == "i2v-A14B" and back.prefill == {"prompt": "a b&c", "seed": 3}
+
+
+# ------------------------------------------------------------------------------------ i18n
+def test_i18n_tables_are_complete_and_placeholders_match():
+    en = i18n.STRINGS["en"]
+    fields = lambda s: {f for _, f, _, _ in string.Formatter().parse(s) if f}  # noqa: E731
+    for lang in ("ko", "zh"):
+        table = i18n.STRINGS[lang]
+        assert set(table) == set(en), f"{lang}: missing {set(en) - set(table)}, extra {set(table) - set(en)}"
+        for key, text in table.items():
+            assert fields(text) == fields(en[key]), (lang, key)
+    assert i18n.tr("run.step", "ko", step=3, total=40, expert="x", eta=12) == "스텝 3/40 · x · 남은 시간 12초"
+
+
+def test_lang_from_header():
+    assert i18n.lang_from_header("ko-KR,ko;q=0.9,en-US;q=0.8") == "ko"
+    assert i18n.lang_from_header("fr-FR,zh-CN;q=0.7,en;q=0.5") == "zh"
+    assert i18n.lang_from_header(None) == "en"
+    assert i18n.lang_from_header("de") == "en"
+
+
+def test_korean_vocabulary_covers_the_official_vocabulary():
+    from playground import assistant
+
+    tables = assistant.vocab_translations()
+    untranslated = [k for k, v in tables["ko"].items() if v == tables["en"][k]]
+    assert not untranslated, untranslated
+
+
+# --------------------------------------------------------------------------------- zerogpu
+def test_zerogpu_detection_and_estimates():
+    assert not zerogpu.on_zero_gpu({})
+    assert zerogpu.on_zero_gpu({"SPACES_ZERO_GPU": "true"})
+    small = zerogpu.estimate_gpu_seconds("t2v-A14B", 40, 81, 832, 480)
+    big = zerogpu.estimate_gpu_seconds("t2v-A14B", 40, 81, 1280, 720)
+    assert 30 <= small < big
+    assert zerogpu.estimate_gpu_seconds("ti2v-5B", 10, 121, 1280, 704) < zerogpu.estimate_gpu_seconds(
+        "ti2v-5B", 50, 121, 1280, 704
+    )
+    with pytest.raises(ValueError, match="unknown task"):
+        zerogpu.estimate_gpu_seconds("t2v-1.3B", 1, 1, 16, 16)
+
+
+def test_wrap_gpu_is_identity_off_zerogpu():
+    fn = lambda x: x  # noqa: E731
+    assert zerogpu.wrap_gpu(fn, lambda *a: 60, environ={}) is fn
+
+
+# ------------------------------------------------------------------------------- discovery
+def test_missing_weights_message_names_files_and_remedies(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("WAN_CKPT_DIR", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    status = discovery.locate_weights("ti2v-5B", tmp_path / "nowhere")
+    assert status.path is None and not status.ready
+    msg = status.detail
+    assert "ti2v-5B weights were not found" in msg and "HF_HUB_OFFLINE" in msg
+    assert "Wan2.2_VAE.pth" in msg and "huggingface-cli download Wan-AI/Wan2.2-TI2V-5B" in msg
+    assert "--demo" in msg
+    with pytest.raises(discovery.WeightsMissing, match="offline"):
+        discovery.download_weights("ti2v-5B", tmp_path)

@@ -1,0 +1,384 @@
+"""wan.modules.t5 (umT5 encoder) and wan.synthetic_tokenizer against an independently built
+transformers UMT5EncoderModel, on a tiny random checkpoint in the official key layout."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
+
+from wan.modules.t5 import (
+    T5CheckpointError,
+    TextEncoder,
+    clean_prompt,
+    convert_official_t5_state_dict,
+    pad_context,
+    umt5_config_from_state_dict,
+)
+from wan.synthetic_tokenizer import TINY_TOKENIZER_VOCAB_SIZE, TOKENIZER_FILES, write_tiny_umt5_tokenizer
+
+DIM, LAYERS, HEADS, FFN, BUCKETS = 32, 2, 4, 64, 32
+TEXT_LEN = 512
+T5_FILE = "models_t5_umt5-xxl-enc-bf16.pth"
+PROMPTS = [
+    "A cinematic shot of a red fox running through a snowy forest at sunrise.",
+    "一只红色的狐狸在日出时穿过积雪的森林，电影感镜头。",
+    "붉은 여우가 눈 덮인 숲을 달려간다.",
+    "",
+    "Two cats  in boxing gloves &amp; a dragon,\n slow motion " * 3,
+]
+
+
+def _official_tiny_state_dict(vocab: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random values for every tensor of the official umT5 encoder layout (official-keys_t5.txt)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape: int, scale: float = 0.3) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * scale
+
+    sd = {"token_embedding.weight": rand(vocab, DIM, scale=1.0), "norm.weight": 1.0 + rand(DIM, scale=0.1)}
+    for i in range(LAYERS):
+        p = f"blocks.{i}."
+        sd[p + "norm1.weight"] = 1.0 + rand(DIM, scale=0.1)
+        for name in "qkvo":
+            sd[p + f"attn.{name}.weight"] = rand(DIM, DIM)
+        sd[p + "norm2.weight"] = 1.0 + rand(DIM, scale=0.1)
+        sd[p + "ffn.gate.0.weight"] = rand(FFN, DIM)
+        sd[p + "ffn.fc1.weight"] = rand(FFN, DIM)
+        sd[p + "ffn.fc2.weight"] = rand(DIM, FFN)
+        sd[p + "pos_embedding.embedding.weight"] = rand(BUCKETS, HEADS, scale=1.0)
+    return sd
+
+
+def _reference_model(official: dict[str, torch.Tensor], vocab: int) -> UMT5EncoderModel:
+    """transformers UMT5EncoderModel with a hand-written config and a hand-written key map (eager attention)."""
+    config = UMT5Config(
+        vocab_size=vocab,
+        d_model=DIM,
+        d_kv=DIM // HEADS,
+        d_ff=FFN,
+        num_layers=LAYERS,
+        num_heads=HEADS,
+        relative_attention_num_buckets=BUCKETS,
+        relative_attention_max_distance=128,
+        feed_forward_proj="gated-gelu",
+        layer_norm_epsilon=1e-6,
+        dropout_rate=0.0,
+        is_encoder_decoder=False,
+        use_cache=False,
+    )
+    config._attn_implementation = "eager"
+    model = UMT5EncoderModel(config)
+    mapped = {
+        "shared.weight": official["token_embedding.weight"],
+        "encoder.embed_tokens.weight": official["token_embedding.weight"],
+        "encoder.final_layer_norm.weight": official["norm.weight"],
+    }
+    for i in range(LAYERS):
+        src, dst = f"blocks.{i}.", f"encoder.block.{i}."
+        mapped[dst + "layer.0.layer_norm.weight"] = official[src + "norm1.weight"]
+        for name in "qkvo":
+            mapped[dst + f"layer.0.SelfAttention.{name}.weight"] = official[src + f"attn.{name}.weight"]
+        mapped[dst + "layer.0.SelfAttention.relative_attention_bias.weight"] = official[
+            src + "pos_embedding.embedding.weight"
+        ]
+        mapped[dst + "layer.1.layer_norm.weight"] = official[src + "norm2.weight"]
+        mapped[dst + "layer.1.DenseReluDense.wi_0.weight"] = official[src + "ffn.gate.0.weight"]
+        mapped[dst + "layer.1.DenseReluDense.wi_1.weight"] = official[src + "ffn.fc1.weight"]
+        mapped[dst + "layer.1.DenseReluDense.wo.weight"] = official[src + "ffn.fc2.weight"]
+    model.load_state_dict(mapped, strict=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_umt5_tokenizer(tmp_path_factory.mktemp("ckpt") / "google" / "umt5-xxl")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tokenizer_dir: Path):
+    return AutoTokenizer.from_pretrained(str(tokenizer_dir))
+
+
+@pytest.fixture(scope="module")
+def official_sd(tokenizer) -> dict[str, torch.Tensor]:
+    return _official_tiny_state_dict(len(tokenizer))
+
+
+@pytest.fixture(scope="module")
+def official_file(tmp_path_factory: pytest.TempPathFactory, official_sd) -> Path:
+    path = tmp_path_factory.mktemp("t5") / T5_FILE
+    torch.save(official_sd, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(official_sd, tokenizer) -> UMT5EncoderModel:
+    return _reference_model(official_sd, len(tokenizer))
+
+
+@pytest.fixture(scope="module")
+def encoder(official_file: Path, tokenizer_dir: Path) -> TextEncoder:
+    return TextEncoder.from_official(official_file, tokenizer_dir, dtype=torch.float32, device="cpu")
+
+
+def _reference_encode(reference: UMT5EncoderModel, tokenizer, prompts: list[str]):
+    batch = tokenizer(
+        [clean_prompt(p) for p in prompts],
+        padding="max_length",
+        truncation=True,
+        max_length=TEXT_LEN,
+        add_special_tokens=True,
+        return_tensors="pt",
+    )
+    with torch.no_grad():
+        out = reference(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+    return out, batch.input_ids, batch.attention_mask
+
+
+# ----------------------------------------------------------------------------- tiny tokenizer
+
+
+def test_tiny_tokenizer_layout_and_specials(tokenizer_dir: Path, tokenizer) -> None:
+    assert sorted(p.name for p in tokenizer_dir.iterdir()) == sorted(TOKENIZER_FILES)
+    assert len(tokenizer) == TINY_TOKENIZER_VOCAB_SIZE
+    assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (0, 1, 2)
+    assert json.loads((tokenizer_dir / "tokenizer_config.json").read_text())["tokenizer_class"] == "T5Tokenizer"
+    ids = tokenizer("A cat.").input_ids
+    assert ids[-1] == 1 and 2 not in ids  # "</s>" appended, nothing unknown
+
+
+def test_tiny_tokenizer_is_deterministic_and_rewritten(tmp_path: Path, tokenizer_dir: Path) -> None:
+    out = write_tiny_umt5_tokenizer(tmp_path / "tok")
+    for name in TOKENIZER_FILES:
+        assert (out / name).read_bytes() == (tokenizer_dir / name).read_bytes(), name
+    (out / "tokenizer.json").write_text("{}")  # a stale/corrupt file is replaced, not reused
+    write_tiny_umt5_tokenizer(out)
+    assert (out / "tokenizer.json").read_bytes() == (tokenizer_dir / "tokenizer.json").read_bytes()
+    with pytest.raises(ValueError, match="vocab_size must be an int in"):
+        write_tiny_umt5_tokenizer(tmp_path / "bad", vocab_size=100)
+
+
+def test_chinese_and_korean_prompts_tokenize(tokenizer) -> None:
+    for prompt in ("一只红色的狐狸在森林中，电影感镜头。", "고양이가 무대에서 싸운다"):
+        ids = tokenizer(prompt).input_ids
+        assert len(ids) > 3 and ids[-1] == 1
+        assert 2 not in ids, tokenizer.convert_ids_to_tokens(ids)
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+def test_config_inference(official_sd, tokenizer) -> None:
+    config = umt5_config_from_state_dict(official_sd)
+    assert (config.vocab_size, config.d_model, config.d_kv, config.d_ff) == (len(tokenizer), DIM, DIM // HEADS, FFN)
+    assert (config.num_layers, config.num_heads, config.relative_attention_num_buckets) == (LAYERS, HEADS, BUCKETS)
+    assert config.relative_attention_max_distance == 128 and config.layer_norm_epsilon == 1e-6
+    assert config.feed_forward_proj == "gated-gelu" and config.dense_act_fn == "gelu_new" and config.is_gated_act
+    # The HF layout gives the same architecture.
+    hf_config = umt5_config_from_state_dict(convert_official_t5_state_dict(official_sd))
+    assert hf_config.to_dict() == config.to_dict()
+
+
+def test_key_conversion_is_complete(official_sd) -> None:
+    hf = convert_official_t5_state_dict(official_sd)
+    assert hf["shared.weight"] is official_sd["token_embedding.weight"]
+    assert hf["encoder.embed_tokens.weight"] is official_sd["token_embedding.weight"]
+    assert hf["encoder.block.1.layer.1.DenseReluDense.wi_0.weight"] is official_sd["blocks.1.ffn.gate.0.weight"]
+    assert hf["encoder.block.1.layer.1.DenseReluDense.wi_1.weight"] is official_sd["blocks.1.ffn.fc1.weight"]
+    assert hf["encoder.block.1.layer.1.DenseReluDense.wo.weight"] is official_sd["blocks.1.ffn.fc2.weight"]
+    with torch.device("meta"):
+        expected = set(UMT5EncoderModel(umt5_config_from_state_dict(official_sd)).state_dict())
+    assert set(hf) == expected
+    with pytest.raises(T5CheckpointError, match=r"not official umT5 encoder keys: blocks\.0\.attn\.bias"):
+        convert_official_t5_state_dict({**official_sd, "blocks.0.attn.bias": torch.zeros(1)})
+
+
+# ----------------------------------------------------------------------------- numerics
+
+
+def test_matches_transformers_reference_fp32(encoder: TextEncoder, reference, tokenizer) -> None:
+    assert encoder.dim == DIM and encoder.dtype == torch.float32 and encoder.device.type == "cpu"
+    assert all(p.device.type == "cpu" for p in encoder.model.parameters())  # nothing left on meta
+    assert encoder.model.shared.weight is encoder.model.encoder.embed_tokens.weight
+
+    embs = encoder.encode(PROMPTS)
+    ref, ids, mask = _reference_encode(reference, tokenizer, PROMPTS)
+    assert ids.shape == (len(PROMPTS), TEXT_LEN)
+    lengths = mask.sum(dim=1).tolist()
+    max_diff = 0.0
+    for i, (emb, n) in enumerate(zip(embs, lengths)):
+        assert emb.shape == (n, DIM), (i, emb.shape, n)
+        assert ids[i, n - 1].item() == tokenizer.eos_token_id  # the trimmed length counts EOS
+        assert bool((ids[i, n:] == tokenizer.pad_token_id).all())
+        max_diff = max(max_diff, (emb - ref[i, :n]).abs().max().item())
+    assert lengths[3] == 1  # empty prompt -> just "</s>"
+    assert max_diff <= 1e-5, max_diff
+
+
+def test_batch_independent_and_cleaned(encoder: TextEncoder) -> None:
+    single = encoder.encode([PROMPTS[0]])[0]
+    batched = encoder.encode(PROMPTS)[0]
+    torch.testing.assert_close(single, batched, rtol=0, atol=1e-6)
+    messy = encoder.encode(["  A cinematic shot of a red fox\n\trunning through a snowy forest at sunrise.  "])[0]
+    clean = encoder.encode(["A cinematic shot of a red fox running through a snowy forest at sunrise."])[0]
+    assert torch.equal(messy, clean)
+
+
+def test_pad_context(encoder: TextEncoder) -> None:
+    embs = encoder.encode(PROMPTS[:3])
+    ctx = pad_context(embs, TEXT_LEN)
+    assert ctx.shape == (3, TEXT_LEN, DIM) and ctx.dtype == embs[0].dtype
+    for i, e in enumerate(embs):
+        assert torch.equal(ctx[i, : e.shape[0]], e)
+        assert bool((ctx[i, e.shape[0] :] == 0).all())
+    with pytest.raises(ValueError, match="exceed text_len=4"):
+        pad_context(embs, 4)
+    with pytest.raises(ValueError, match="at least one"):
+        pad_context([], TEXT_LEN)
+
+
+def test_long_prompt_truncated_to_text_len(encoder: TextEncoder) -> None:
+    long_prompt = "red fox snowy forest sunrise " * 300
+    (emb,) = encoder.encode([long_prompt])
+    assert emb.shape == (TEXT_LEN, DIM)
+    ids, mask = encoder.tokenize([long_prompt])
+    assert ids[0, -1].item() == 1 and int(mask.sum()) == TEXT_LEN
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("  a   cat \n\t runs  ", "a cat runs"),
+        ("Tom &amp;amp; Jerry", "Tom & Jerry"),  # html.unescape twice
+        ("&lt;b&gt;bold&lt;/b&gt;", "<b>bold</b>"),
+        ("cafÃ© au lait", "café au lait"),  # ftfy repairs mojibake
+        ("\u3000全角空格\u3000 中文 ", "全角空格 中文"),
+        ("", ""),
+    ],
+)
+def test_clean_prompt(raw: str, expected: str) -> None:
+    assert clean_prompt(raw) == expected
+
+
+def test_encode_input_validation(encoder: TextEncoder) -> None:
+    with pytest.raises(TypeError, match="prompts must be a list of str"):
+        encoder.encode("a single string")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one prompt"):
+        encoder.encode([])
+    with pytest.raises(TypeError, match="prompt must be a str"):
+        encoder.encode([123])  # type: ignore[list-item]
+
+
+def test_bf16_load(official_file: Path, tokenizer_dir: Path, reference, tokenizer) -> None:
+    enc = TextEncoder.from_official(official_file, tokenizer_dir, dtype=torch.bfloat16, device="cpu")
+    assert all(p.dtype == torch.bfloat16 for p in enc.model.parameters())
+    (emb,) = enc.encode([PROMPTS[0]])
+    ref, _, mask = _reference_encode(reference, tokenizer, [PROMPTS[0]])
+    n = int(mask.sum())
+    assert emb.dtype == torch.bfloat16 and emb.shape == (n, DIM)
+    rel = (emb.float() - ref[0, :n]).norm() / ref[0, :n].norm()
+    assert rel.item() < 0.05
+
+
+# ----------------------------------------------------------------------------- HF / Diffusers layout
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_load_hf_layout_folder(tmp_path: Path, reference, tokenizer_dir: Path, tokenizer, sharded: bool) -> None:
+    folder = tmp_path / "text_encoder"
+    reference.save_pretrained(folder, max_shard_size="40KB" if sharded else "10GB")
+    assert (folder / "config.json").is_file()
+    assert (folder / "model.safetensors.index.json").is_file() == sharded
+    enc = TextEncoder.from_hf(folder, tokenizer_dir, dtype=torch.float32, device="cpu")
+    embs = enc.encode(PROMPTS[:2])
+    ref, _, mask = _reference_encode(reference, tokenizer, PROMPTS[:2])
+    for i, e in enumerate(embs):
+        n = int(mask[i].sum())
+        assert (e - ref[i, :n]).abs().max().item() <= 1e-5
+
+
+def test_hf_layout_errors(tmp_path: Path, reference, tokenizer_dir: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        TextEncoder.from_hf(tmp_path / "nowhere", tokenizer_dir, dtype=torch.float32)
+    folder = tmp_path / "text_encoder"
+    reference.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "t5"}))
+    with pytest.raises(T5CheckpointError, match=r"config\.json.*model_type must be 'umt5'"):
+        TextEncoder.from_hf(folder, tokenizer_dir, dtype=torch.float32)
+    (folder / "config.json").write_text(json.dumps({**config, "num_layers": 3}))
+    with pytest.raises(T5CheckpointError, match=r"text_encoder.*missing keys \['encoder\.block\.2\."):
+        TextEncoder.from_hf(folder, tokenizer_dir, dtype=torch.float32)
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "model.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(T5CheckpointError, match=r"model\.safetensors: cannot read"):
+        TextEncoder.from_hf(folder, tokenizer_dir, dtype=torch.float32)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(T5CheckpointError, match="no safetensors files"):
+        TextEncoder.from_hf(folder, tokenizer_dir, dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------- checkpoint errors
+
+
+def test_missing_key_names_file_and_key(tmp_path: Path, official_sd, tokenizer_dir: Path) -> None:
+    sd = dict(official_sd)
+    del sd["blocks.1.ffn.fc2.weight"]
+    path = tmp_path / T5_FILE
+    torch.save(sd, path)
+    expected = r"models_t5_umt5-xxl-enc-bf16\.pth.*missing keys \['blocks\.1\.ffn\.fc2\.weight'\]"
+    with pytest.raises(T5CheckpointError, match=expected):
+        TextEncoder.from_official(path, tokenizer_dir, dtype=torch.float32)
+
+
+def test_unexpected_key_and_wrong_shape(tmp_path: Path, official_sd, tokenizer_dir: Path) -> None:
+    path = tmp_path / T5_FILE
+    torch.save({**official_sd, "blocks.0.attn.extra.weight": torch.zeros(2)}, path)
+    with pytest.raises(T5CheckpointError, match=r"\.pth.*blocks\.0\.attn\.extra\.weight"):
+        TextEncoder.from_official(path, tokenizer_dir, dtype=torch.float32)
+    torch.save({**official_sd, "blocks.1.attn.q.weight": torch.zeros(DIM, DIM + 1)}, path)
+    with pytest.raises(T5CheckpointError, match=r"\.pth.*wrong shapes \['blocks\.1\.attn\.q\.weight: \(32, 33\)"):
+        TextEncoder.from_official(path, tokenizer_dir, dtype=torch.float32)
+    sd = dict(official_sd)
+    del sd["token_embedding.weight"]
+    torch.save(sd, path)
+    with pytest.raises(T5CheckpointError, match=r"\.pth: missing key .token_embedding\.weight."):
+        TextEncoder.from_official(path, tokenizer_dir, dtype=torch.float32)
+
+
+def test_corrupt_and_missing_files(tmp_path: Path, tokenizer_dir: Path, official_file: Path) -> None:
+    bad = tmp_path / T5_FILE
+    bad.write_bytes(b"this is not a torch archive")
+    with pytest.raises(T5CheckpointError, match=r"models_t5_umt5-xxl-enc-bf16\.pth: cannot read"):
+        TextEncoder.from_official(bad, tokenizer_dir, dtype=torch.float32)
+    with pytest.raises(FileNotFoundError, match="text encoder checkpoint not found"):
+        TextEncoder.from_official(tmp_path / "absent.pth", tokenizer_dir, dtype=torch.float32)
+    with pytest.raises(FileNotFoundError, match="tokenizer folder not found"):
+        TextEncoder.from_official(official_file, tmp_path / "google" / "umt5-xxl", dtype=torch.float32)
+
+
+def test_tokenizer_vocab_larger_than_model_is_rejected(tmp_path: Path, tokenizer_dir: Path) -> None:
+    sd = _official_tiny_state_dict(vocab=100)
+    path = tmp_path / T5_FILE
+    torch.save(sd, path)
+    with pytest.raises(ValueError, match="vocab_size is 100"):
+        TextEncoder.from_official(path, tokenizer_dir, dtype=torch.float32)
+
+
+def test_import_has_no_side_effects() -> None:
+    """Importing these modules pulls in neither diffusers nor gradio and does not initialise CUDA."""
+    code = (
+        "import sys, torch\n"
+        "import wan.modules.t5, wan.schedulers, wan.synthetic_tokenizer\n"
+        "bad = [m for m in ('diffusers', 'gradio') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+        "assert not torch.cuda.is_initialized()\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=120)
