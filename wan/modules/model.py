@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..errors import CheckpointError
 from .attention import attention
 
 __all__ = [
@@ -74,7 +75,7 @@ DEFAULT_PATCH_SIZE: tuple[int, int, int] = (1, 2, 2)
 _MODEL_TYPE_BY_CHANNELS: dict[tuple[int, int], str] = {(16, 16): "t2v", (36, 16): "i2v", (48, 48): "ti2v"}
 
 
-class DiTCheckpointError(RuntimeError):
+class DiTCheckpointError(CheckpointError):
     """A DiT state dict has keys that are not part of the expected layout; the message lists them."""
 
 

@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 from transformers import UMT5Config, UMT5EncoderModel
 
+from ..errors import CheckpointError
+
 __all__ = [
     "T5CheckpointError",
     "TextEncoder",
@@ -63,7 +65,7 @@ _SAFETENSORS_SINGLE = "model.safetensors"
 _SAFETENSORS_INDEX = "model.safetensors.index.json"
 
 
-class T5CheckpointError(RuntimeError):
+class T5CheckpointError(CheckpointError):
     """A text-encoder checkpoint is missing, malformed or inconsistent; the message names the file."""
 
 

@@ -1,0 +1,764 @@
+"""Finding, downloading and loading Wan 2.2 checkpoints (official and Diffusers layouts).
+
+Official layout (``Wan-AI/Wan2.2-{T2V-A14B,I2V-A14B,TI2V-5B}``)::
+
+    high_noise_model/ low_noise_model/    (A14B; the 5B has these two files at the root instead)
+        config.json                        official WanModel config (12 keys)
+        diffusion_pytorch_model.safetensors                      one file, or
+        diffusion_pytorch_model.safetensors.index.json + diffusion_pytorch_model-0000k-of-0000n.safetensors
+    models_t5_umt5-xxl-enc-bf16.pth        umT5 encoder, official key names (torch.save)
+    Wan2.1_VAE.pth | Wan2.2_VAE.pth        VAE, official key names (torch.save)
+    google/umt5-xxl/                       tokenizer
+
+Diffusers layout (``...-Diffusers``): ``model_index.json``, ``transformer/`` (the high-noise expert,
+used while ``t >= boundary``, or the 5B model), ``transformer_2/`` (low-noise expert), ``vae/``,
+``text_encoder/``, ``tokenizer/``, ``scheduler/``. Weights are renamed to the official keys on load.
+
+Loading never materialises random weights: each model is built on the ``meta`` device, the
+safetensors files are memory-mapped (``safe_open``), cast to the target dtype only where needed and
+assigned with ``load_state_dict(strict=True, assign=True)`` after an explicit key/shape check. Every
+problem raises ``CheckpointError`` naming the file or folder and what was expected.
+
+Nothing here runs at import; torch, safetensors and huggingface_hub are imported when used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from .configs import ModelSpec, check_dit_config, dit_config_from_json, get_spec
+from .errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from .modules.model import DiTConfig, WanModel
+    from .modules.t5 import TextEncoder
+    from .modules.vae21 import Wan21VAE
+    from .modules.vae22 import Wan22VAE
+
+__all__ = [
+    "DIT_INDEX",
+    "DIT_WEIGHTS",
+    "LAYOUTS",
+    "CheckpointError",
+    "Components",
+    "Layout",
+    "detect_layout",
+    "download_checkpoint",
+    "find_checkpoint",
+    "hf_cache_dir",
+    "inspect_dit",
+    "load_components",
+    "load_dit",
+    "load_text_encoder",
+    "load_vae",
+    "missing_files",
+    "required_files",
+]
+
+Layout = Literal["official", "diffusers"]
+LAYOUTS: Final[tuple[Layout, ...]] = ("official", "diffusers")
+
+DIT_WEIGHTS: Final[str] = "diffusion_pytorch_model.safetensors"
+DIT_INDEX: Final[str] = DIT_WEIGHTS + ".index.json"
+TEXT_ENCODER_WEIGHTS: Final[str] = "model.safetensors"
+TEXT_ENCODER_INDEX: Final[str] = TEXT_ENCODER_WEIGHTS + ".index.json"
+MODEL_INDEX: Final[str] = "model_index.json"
+_TOKENIZER_MARKERS: Final[tuple[str, ...]] = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
+_MAX_LISTED: Final[int] = 8
+_OFFLINE_VALUES: Final[frozenset[str]] = frozenset({"1", "true", "yes", "on"})
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+
+def _listed(items: Iterable[str], limit: int = _MAX_LISTED) -> str:
+    items = list(items)
+    shown = ", ".join(items[:limit])
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a valid JSON file ({exc})") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _resolve_dtype(dtype: Any) -> torch.dtype:
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}  # fmt: skip
+    if isinstance(dtype, str) and dtype.lower().removeprefix("torch.") in names:
+        return names[dtype.lower().removeprefix("torch.")]
+    raise ValueError(f"dtype must be a torch floating dtype or one of {sorted(names)}, got {dtype!r}")
+
+
+# ----------------------------------------------------------------------------- safetensors
+
+
+def _weight_files(model_dir: Path, single: str, index: str) -> list[Path]:
+    """The safetensors files of a model folder: ``single``, or the shards listed by ``index``."""
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: model folder not found")
+    index_path = model_dir / index
+    if index_path.is_file():
+        weight_map = _read_json(index_path).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{index_path}: expected a non-empty 'weight_map' of tensor name -> shard file")
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if not (model_dir / s).is_file()]
+        if missing:
+            raise CheckpointError(f"{index_path}: lists shard(s) missing from {model_dir}: {_listed(missing)}")
+        return [model_dir / s for s in shards]
+    if (model_dir / single).is_file():
+        return [model_dir / single]
+    raise CheckpointError(f"{model_dir}: expected {single}, or {index} with its shards; found neither")
+
+
+def _open_safetensors(path: Path) -> Any:
+    from safetensors import safe_open
+
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except Exception as exc:  # SafetensorError (truncated, bad header), OSError
+        raise CheckpointError(f"{path}: cannot read the safetensors file, it is truncated or corrupt ({exc})") from exc
+
+
+def _safetensors_shapes(files: Iterable[Path]) -> dict[str, tuple[tuple[int, ...], Path]]:
+    """Tensor name -> (shape, file) from the headers only (no tensor data is read)."""
+    out: dict[str, tuple[tuple[int, ...], Path]] = {}
+    for path in files:
+        with _open_safetensors(path) as handle:
+            for key in handle.keys():
+                if key in out:
+                    raise CheckpointError(f"{path}: tensor {key!r} is also in {out[key][1].name}")
+                out[key] = (tuple(handle.get_slice(key).get_shape()), path)
+    return out
+
+
+def _read_safetensors(files: Iterable[Path]) -> dict[str, Tensor]:
+    """All tensors of ``files``, memory-mapped on the CPU (copy-on-write; no data is copied)."""
+    out: dict[str, Tensor] = {}
+    for path in files:
+        with _open_safetensors(path) as handle:
+            for key in handle.keys():
+                try:
+                    out[key] = handle.get_tensor(key)
+                except Exception as exc:
+                    raise CheckpointError(f"{path}: cannot read tensor {key!r} ({exc})") from exc
+    return out
+
+
+# ----------------------------------------------------------------------------- state-dict checks
+
+
+def _check_state_dict(
+    expected: Mapping[str, tuple[int, ...]], found: Mapping[str, tuple[int, ...]], *, source: str | Path, what: str
+) -> None:
+    """Raises ``CheckpointError`` listing missing / unexpected keys and shape mismatches (first few)."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    wrong = [f"{k}: {tuple(found[k])} (expected {tuple(expected[k])})"
+             for k in sorted(set(expected) & set(found)) if tuple(found[k]) != tuple(expected[k])]  # fmt: skip
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {_listed(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {_listed(unexpected)}")
+    if wrong:
+        parts.append(f"{len(wrong)} shape mismatch(es): {_listed(wrong)}")
+    raise CheckpointError(f"{source}: the weights do not match the {what}: " + "; ".join(parts))
+
+
+def _assign(model: Any, sd: Mapping[str, Tensor], *, source: str | Path, what: str) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    _check_state_dict(expected, {k: tuple(v.shape) for k, v in sd.items()}, source=source, what=what)
+    try:
+        model.load_state_dict(dict(sd), strict=True, assign=True)
+    except RuntimeError as exc:  # defensive: the check above should catch every mismatch
+        raise CheckpointError(f"{source}: cannot load the weights into the {what} ({exc})") from exc
+
+
+# ----------------------------------------------------------------------------- layout
+
+
+def detect_layout(ckpt_dir: str | Path) -> Layout:
+    """``"diffusers"`` if ``ckpt_dir`` has ``model_index.json`` or ``transformer/``, ``"official"`` if
+    it has ``high_noise_model/``, ``low_noise_model/``, a root ``config.json``, a ``.pth`` file or
+    ``google/umt5-xxl/``. Raises ``CheckpointError`` otherwise."""
+    root = Path(ckpt_dir)
+    if not root.is_dir():
+        raise CheckpointError(f"{root}: checkpoint folder not found")
+    if (root / MODEL_INDEX).is_file() or (root / "transformer").is_dir():
+        return "diffusers"
+    official_markers = ("high_noise_model", "low_noise_model", "config.json", "google/umt5-xxl")
+    if any((root / m).exists() for m in official_markers) or any(root.glob("*.pth")):
+        return "official"
+    raise CheckpointError(
+        f"{root}: not a Wan checkpoint folder: expected the official layout (high_noise_model/, low_noise_model/ "
+        f"or config.json + {DIT_WEIGHTS}, a VAE .pth, models_t5_umt5-xxl-enc-bf16.pth, google/umt5-xxl/) or the "
+        f"Diffusers layout ({MODEL_INDEX}, transformer/, vae/, text_encoder/, tokenizer/)"
+    )
+
+
+# ----------------------------------------------------------------------------- DiT
+
+
+@dataclass(frozen=True)
+class _DiTSource:
+    """A validated DiT folder: its config, weight files and whether keys are in Diffusers naming."""
+
+    folder: Path
+    config: DiTConfig
+    files: tuple[Path, ...]
+    diffusers: bool
+
+
+def _text_dim_from_shapes(shapes: Mapping[str, tuple[tuple[int, ...], Path]]) -> int | None:
+    for key in ("text_embedding.0.weight", "condition_embedder.text_embedder.linear_1.weight"):
+        if key in shapes and len(shapes[key][0]) == 2:
+            return int(shapes[key][0][1])
+    return None
+
+
+def _inspect_dit(model_dir: Path, text_dim: int | None, spec: ModelSpec | None) -> _DiTSource:
+    import torch
+
+    from .modules.model import WanModel
+
+    config_path = model_dir / "config.json"
+    if not model_dir.is_dir():
+        raise CheckpointError(f"{model_dir}: DiT folder not found (expected config.json + {DIT_WEIGHTS})")
+    raw = _read_json(config_path)
+    files = _weight_files(model_dir, DIT_WEIGHTS, DIT_INDEX)
+    shapes = _safetensors_shapes(files)
+    if text_dim is None:
+        text_dim = _text_dim_from_shapes(shapes)
+    cfg = dit_config_from_json(raw, source=config_path, text_dim=text_dim)
+    if spec is not None:
+        check_dit_config(spec, cfg, source=config_path)
+    diffusers = raw.get("_class_name") == "WanTransformer3DModel"
+    found: dict[str, tuple[int, ...]] = {k: s for k, (s, _) in shapes.items()}
+    if diffusers:
+        meta = {k: torch.empty(s, device="meta") for k, s in found.items()}
+        found = {k: tuple(v.shape) for k, v in _convert_dit_keys(meta, model_dir).items()}
+    with torch.device("meta"):
+        model = WanModel(cfg)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    names = ", ".join(p.name for p in files)
+    _check_state_dict(expected, found, source=f"{model_dir} ({names})", what=f"DiT described by {config_path.name}")
+    return _DiTSource(folder=model_dir, config=cfg, files=tuple(files), diffusers=diffusers)
+
+
+def _convert_dit_keys(sd: Mapping[str, Tensor], model_dir: Path) -> dict[str, Tensor]:
+    from .modules.model import convert_diffusers_dit_state_dict
+
+    try:
+        return convert_diffusers_dit_state_dict(sd)
+    except Exception as exc:  # DiTCheckpointError: unknown keys
+        raise CheckpointError(f"{model_dir}: not a Diffusers WanTransformer3DModel state dict ({exc})") from exc
+
+
+def inspect_dit(model_dir: str | Path, *, text_dim: int | None = None, spec: ModelSpec | None = None) -> DiTConfig:
+    """Validates a DiT folder without reading tensor data: config.json, weight files, safetensors
+    headers, key names and shapes (and the task, when ``spec`` is given). Returns its ``DiTConfig``."""
+    return _inspect_dit(Path(model_dir), text_dim, spec).config
+
+
+def load_dit(
+    model_dir: str | Path,
+    *,
+    dtype: Any,
+    device: Any = "cpu",
+    text_dim: int | None = None,
+    spec: ModelSpec | None = None,
+    keep_float32: bool = False,
+) -> WanModel:
+    """Loads one DiT (an A14B expert or the 5B model) from a folder with ``config.json`` and
+    ``diffusion_pytorch_model.safetensors`` (or its sharded ``.index.json`` form), official or
+    Diffusers naming (converted to the official keys).
+
+    The model is built on ``meta``, the weights are memory-mapped and cast to ``dtype`` (no copy
+    when the file already has that dtype and ``device`` is the CPU) and assigned strictly.
+    ``text_dim`` defaults to the width of ``text_embedding.0.weight``. ``spec`` checks that the DiT
+    belongs to that task. ``keep_float32`` keeps the parameters that the forward computes in float32
+    anyway (``is_float32_parameter``: time embedding/projection, modulation, head, norm3) in float32.
+    Returns the model in eval mode without gradients. Raises ``CheckpointError``.
+    """
+    import torch
+
+    from .modules.model import WanModel, is_float32_parameter
+
+    dtype = _resolve_dtype(dtype)
+    device = torch.device(device)
+    source = _inspect_dit(Path(model_dir), text_dim, spec)
+    sd = _read_safetensors(source.files)
+    if source.diffusers:
+        sd = _convert_dit_keys(sd, source.folder)
+    with torch.device("meta"):
+        model = WanModel(source.config)
+    cast: dict[str, Tensor] = {}
+    for key, tensor in sd.items():
+        target = torch.float32 if keep_float32 and is_float32_parameter(key) else dtype
+        cast[key] = tensor.to(device=device, dtype=target) if tensor.is_floating_point() else tensor.to(device)
+    del sd
+    _assign(model, cast, source=source.folder, what="DiT")
+    return model.eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------- VAE
+
+
+def _vae_classes(kind: str) -> tuple[Any, Any, Callable[[Mapping[str, Tensor]], dict[str, Tensor]]]:
+    if kind == "wan2.1":
+        from .modules.vae21 import Wan21VAE, Wan21VAEConfig, convert_diffusers_vae21_state_dict
+
+        return Wan21VAE, Wan21VAEConfig, convert_diffusers_vae21_state_dict
+    if kind == "wan2.2":
+        from .modules.vae22 import Wan22VAE, Wan22VAEConfig, convert_diffusers_vae22_state_dict
+
+        return Wan22VAE, Wan22VAEConfig, convert_diffusers_vae22_state_dict
+    raise ValueError(f"VAE kind must be 'wan2.1' or 'wan2.2', got {kind!r}")
+
+
+def _load_pth(path: Path) -> dict[str, Tensor]:
+    import torch
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    try:
+        try:
+            sd: Any = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):  # legacy (non-zip) format cannot be memory-mapped: retry
+                raise
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle with code, not a torch file
+        raise CheckpointError(f"{path}: cannot read the file as a torch state dict, it is truncated or corrupt ({exc})") from exc
+    if isinstance(sd, Mapping) and "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
+        sd = sd["state_dict"]
+    if not isinstance(sd, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise CheckpointError(f"{path}: expected a flat dict of tensor name -> tensor, got {type(sd).__name__}")
+    return dict(sd)
+
+
+def load_vae(path: str | Path, *, kind: str | None = None, device: Any = "cpu") -> Wan21VAE | Wan22VAE:
+    """Loads a Wan VAE in float32: an official ``Wan2.1_VAE.pth`` / ``Wan2.2_VAE.pth`` file, or a
+    Diffusers ``vae/`` folder (``config.json`` with ``latents_mean``/``latents_std`` +
+    ``diffusion_pytorch_model.safetensors``). ``kind`` ("wan2.1" | "wan2.2") is inferred from the
+    weights (nested ``downsamples`` / ``is_residual``) and, when given, must match. Raises
+    ``CheckpointError``."""
+    import torch
+
+    path = Path(path)
+    device = torch.device(device)
+    if path.is_dir():
+        config_path = path / "config.json"
+        raw = _read_json(config_path)
+        found_kind = "wan2.2" if raw.get("is_residual", False) else "wan2.1"
+        if kind is not None and kind != found_kind:
+            raise CheckpointError(f"{config_path}: this is a {found_kind} VAE, the task needs a {kind} VAE")
+        vae_cls, cfg_cls, convert = _vae_classes(found_kind)
+        try:
+            cfg = cfg_cls.from_diffusers_config(raw)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{config_path}: invalid AutoencoderKLWan config ({exc})") from exc
+        files = _weight_files(path, DIT_WEIGHTS, DIT_INDEX)
+        try:
+            sd = convert(_read_safetensors(files))
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: not a Diffusers {found_kind} VAE state dict ({exc})") from exc
+    elif path.exists() or path.suffix == ".pth":
+        sd = _load_pth(path)
+        found_kind = "wan2.2" if any(k.startswith("encoder.downsamples.0.downsamples.") for k in sd) else "wan2.1"
+        if kind is not None and kind != found_kind:
+            raise CheckpointError(f"{path}: this is a {found_kind} VAE state dict, the task needs a {kind} VAE")
+        vae_cls, cfg_cls, _ = _vae_classes(found_kind)
+        try:
+            cfg = cfg_cls.from_state_dict(sd)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: not a {found_kind} VAE state dict ({exc})") from exc
+    else:
+        raise CheckpointError(f"{path}: VAE not found (expected an official .pth file or a Diffusers vae/ folder)")
+    with torch.device("meta"):
+        vae = vae_cls(cfg)
+    sd = {k: v.to(device=device, dtype=torch.float32) for k, v in sd.items()}
+    _assign(vae, sd, source=path, what=f"{found_kind} VAE")
+    return vae.eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------- text encoder
+
+
+def load_text_encoder(
+    ckpt_dir: str | Path, spec: ModelSpec, *, layout: Layout | None = None, dtype: Any = "bfloat16", device: Any = "cpu"
+) -> TextEncoder:
+    """The umT5 encoder + tokenizer of a checkpoint: official ``models_t5_umt5-xxl-enc-bf16.pth`` +
+    ``google/umt5-xxl/``, or Diffusers ``text_encoder/`` + ``tokenizer/``. Raises ``CheckpointError``."""
+    from .modules.t5 import TextEncoder
+
+    root = Path(ckpt_dir)
+    layout = layout or detect_layout(root)
+    if layout == "official":
+        weights, tokenizer = root / spec.t5_file, root / spec.tokenizer_dir
+        if not weights.is_file():
+            raise CheckpointError(f"{weights}: text encoder file not found")
+    else:
+        weights, tokenizer = root / "text_encoder", root / "tokenizer"
+        if not (weights / "config.json").is_file():
+            raise CheckpointError(f"{weights}: expected config.json + {TEXT_ENCODER_WEIGHTS} (Diffusers text_encoder/)")
+    if not tokenizer.is_dir() or not any((tokenizer / m).is_file() for m in _TOKENIZER_MARKERS):
+        raise CheckpointError(
+            f"{tokenizer}: tokenizer folder missing or empty (expected {', '.join(_TOKENIZER_MARKERS)})"
+        )
+    dtype = _resolve_dtype(dtype)
+    try:
+        if layout == "official":
+            return TextEncoder.from_official(weights, tokenizer, dtype=dtype, device=device, text_len=spec.text_len)
+        return TextEncoder.from_hf(weights, tokenizer, dtype=dtype, device=device, text_len=spec.text_len)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # tokenizer files unreadable, vocab mismatch, missing config ...
+        raise CheckpointError(f"{weights} / {tokenizer}: cannot load the text encoder ({exc})") from exc
+
+
+# ----------------------------------------------------------------------------- components
+
+
+@dataclass(eq=False)
+class Components:
+    """Everything a pipeline needs for one task, loaded from one checkpoint folder.
+
+    ``experts`` holds the resident DiTs: ``{"high_noise", "low_noise"}`` for A14B, ``{"dense"}`` for
+    the 5B (empty when loaded with ``lazy_experts=True``). ``expert_loaders`` always has one
+    zero-argument function per expert that loads it from disk (fresh module each call; the folder was
+    validated up front), so a pipeline can keep one expert resident: ``get_expert`` loads on demand,
+    ``release_expert`` drops it. ``vae`` is float32; ``text_encoder`` is a ``TextEncoder``.
+    """
+
+    spec: ModelSpec
+    ckpt_dir: Path
+    layout: str
+    experts: dict[str, WanModel]
+    expert_loaders: dict[str, Callable[[], WanModel]]
+    vae: Wan21VAE | Wan22VAE
+    text_encoder: TextEncoder
+    expert_configs: dict[str, DiTConfig] = field(default_factory=dict)
+
+    def get_expert(self, name: str, *, keep: bool = True) -> WanModel:
+        """The resident expert ``name``, loading it (and keeping it when ``keep``) if needed."""
+        if name not in self.expert_loaders:
+            raise KeyError(f"{self.spec.task} has experts {sorted(self.expert_loaders)}, not {name!r}")
+        model = self.experts.get(name)
+        if model is None:
+            model = self.expert_loaders[name]()
+            if keep:
+                self.experts[name] = model
+        return model
+
+    def release_expert(self, name: str) -> None:
+        """Drops the resident expert ``name`` (no-op when not resident)."""
+        self.experts.pop(name, None)
+
+
+def _expert_dir(root: Path, spec: ModelSpec, layout: Layout, expert: str) -> Path:
+    sub = spec.official_subfolder(expert) if layout == "official" else spec.diffusers_subfolder(expert)
+    return root / sub if sub else root
+
+
+def _make_loader(folder: Path, spec: ModelSpec, dtype: torch.dtype, device: Any, keep_float32: bool) -> Callable[[], WanModel]:
+    def load() -> WanModel:
+        return load_dit(folder, dtype=dtype, device=device, spec=spec, keep_float32=keep_float32)
+
+    return load
+
+
+def load_components(
+    task: str,
+    ckpt_dir: str | Path,
+    *,
+    dtype: Any,
+    device: Any = "cpu",
+    t5_dtype: Any = None,
+    t5_device: Any = None,
+    vae_device: Any = None,
+    layout: Layout | None = None,
+    lazy_experts: bool = False,
+    keep_float32: bool = False,
+) -> Components:
+    """Loads the DiT expert(s), VAE (float32) and text encoder of ``task`` from ``ckpt_dir``.
+
+    ``dtype``/``device`` are for the DiT(s); ``t5_dtype`` defaults to ``dtype`` and ``t5_device`` /
+    ``vae_device`` to ``device``. ``layout`` is detected when None. With ``lazy_experts`` no DiT
+    is loaded (each is still validated: config, task, key names and shapes), use
+    ``Components.get_expert`` / ``expert_loaders``. Raises ``CheckpointError`` naming the file.
+    """
+    spec = get_spec(task)
+    root = Path(ckpt_dir)
+    layout = layout or detect_layout(root)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    dtype = _resolve_dtype(dtype)
+    missing = missing_files(spec.task, root, layout)
+    if missing:
+        raise CheckpointError(f"{root}: incomplete {layout} {spec.task} checkpoint, missing {_listed(missing)}")
+    loaders: dict[str, Callable[[], WanModel]] = {}
+    configs: dict[str, DiTConfig] = {}
+    experts: dict[str, WanModel] = {}
+    for name in spec.experts:
+        folder = _expert_dir(root, spec, layout, name)
+        configs[name] = _inspect_dit(folder, None, spec).config
+        loaders[name] = _make_loader(folder, spec, dtype, device, keep_float32)
+    if len({c.text_dim for c in configs.values()}) > 1:
+        raise CheckpointError(f"{root}: the experts disagree on text_dim: { {k: c.text_dim for k, c in configs.items()} }")
+    vae_path = root / spec.vae_file if layout == "official" else root / "vae"
+    vae = load_vae(vae_path, kind=spec.vae, device=vae_device if vae_device is not None else device)
+    text_encoder = load_text_encoder(
+        root, spec, layout=layout, dtype=t5_dtype if t5_dtype is not None else dtype,
+        device=t5_device if t5_device is not None else device,
+    )  # fmt: skip
+    text_dim = next(iter(configs.values())).text_dim
+    if text_encoder.dim != text_dim:
+        raise CheckpointError(
+            f"{root}: the text encoder outputs {text_encoder.dim} channels but the DiT expects text_dim={text_dim}"
+        )
+    if not lazy_experts:
+        for name in spec.experts:
+            experts[name] = loaders[name]()
+    return Components(
+        spec=spec, ckpt_dir=root, layout=layout, experts=experts, expert_loaders=loaders, vae=vae,
+        text_encoder=text_encoder, expert_configs=configs,
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- required files
+
+
+def required_files(task: str, layout: Layout = "official") -> tuple[str, ...]:
+    """Relative paths a complete checkpoint needs (a trailing "/" means a folder). DiT weights are
+    written as ``<dir>/diffusion_pytorch_model.safetensors`` (or the sharded ``.index.json`` form)."""
+    spec = get_spec(task)
+    if layout == "official":
+        dits = [spec.official_subfolder(e) for e in spec.experts]
+        files = [f"{d}/config.json" if d else "config.json" for d in dits]
+        files += [f"{d}/{DIT_WEIGHTS}" if d else DIT_WEIGHTS for d in dits]
+        return (*files, spec.t5_file, spec.vae_file, spec.tokenizer_dir + "/")
+    if layout == "diffusers":
+        dits = [spec.diffusers_subfolder(e) for e in spec.experts]
+        return (
+            MODEL_INDEX,
+            *(f"{d}/config.json" for d in dits),
+            *(f"{d}/{DIT_WEIGHTS}" for d in dits),
+            "vae/config.json",
+            f"vae/{DIT_WEIGHTS}",
+            "text_encoder/config.json",
+            f"text_encoder/{TEXT_ENCODER_WEIGHTS}",
+            "tokenizer/",
+        )
+    raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+
+
+def _weights_missing(folder: Path, single: str, index: str, rel: str) -> list[str]:
+    if (folder / single).is_file():
+        return []
+    index_path = folder / index
+    if not index_path.is_file():
+        return [rel]
+    try:
+        shards = set(json.loads(index_path.read_text(encoding="utf-8")).get("weight_map", {}).values())
+    except (OSError, ValueError, AttributeError):
+        return [f"{rel} (unreadable {index})"]
+    prefix = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
+    return [prefix + s for s in sorted(shards) if not (folder / s).is_file()] or ([] if shards else [rel])
+
+
+def missing_files(task: str, folder: str | Path, layout: Layout | None = None) -> list[str]:
+    """Entries of ``required_files`` (sharded weights: the listed shards) absent from ``folder``."""
+    root = Path(folder)
+    layout = layout or detect_layout(root)
+    out: list[str] = []
+    for rel in required_files(task, layout):
+        if rel.endswith("/"):
+            path = root / rel
+            if not path.is_dir() or not any((path / m).is_file() for m in _TOKENIZER_MARKERS):
+                out.append(rel)
+        elif rel.endswith(DIT_WEIGHTS) or rel.endswith(TEXT_ENCODER_WEIGHTS):
+            single = DIT_WEIGHTS if rel.endswith(DIT_WEIGHTS) else TEXT_ENCODER_WEIGHTS
+            index = DIT_INDEX if single == DIT_WEIGHTS else TEXT_ENCODER_INDEX
+            out += _weights_missing((root / rel).parent, single, index, rel)
+        elif not (root / rel).is_file():
+            out.append(rel)
+    return out
+
+
+def _present_entries(task: str, folder: Path, layout: Layout) -> int:
+    return len(required_files(task, layout)) - len(missing_files(task, folder, layout))
+
+
+# ----------------------------------------------------------------------------- discovery
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache folder, from the environment at call time (``HF_HUB_CACHE``,
+    ``HUGGINGFACE_HUB_CACHE``, ``HF_HOME``/hub, ``XDG_CACHE_HOME``/huggingface/hub, ~/.cache/...)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "huggingface" / "hub"
+
+
+def _hf_snapshots(repo_id: str) -> list[Path]:
+    """Snapshot folders of ``repo_id`` in the hub cache: the one ``refs/main`` points to first, then
+    the others, newest first."""
+    repo_dir = hf_cache_dir() / ("models--" + repo_id.replace("/", "--"))
+    snapshots_dir = repo_dir / "snapshots"
+    if not snapshots_dir.is_dir():
+        return []
+    snapshots = sorted((p for p in snapshots_dir.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    ref = repo_dir / "refs" / "main"
+    if ref.is_file():
+        head = snapshots_dir / ref.read_text(encoding="utf-8").strip()
+        if head in snapshots:
+            snapshots.remove(head)
+            snapshots.insert(0, head)
+    return snapshots
+
+
+def _check_candidates(spec: ModelSpec, candidates: Iterable[Path]) -> Path | None:
+    """The first complete candidate; if none, raises for the first one that holds part of a
+    checkpoint (naming the missing files); None when no candidate looks like a checkpoint."""
+    partial: tuple[Path, str, list[str]] | None = None
+    seen: set[Path] = set()
+    for folder in candidates:
+        if not folder.is_dir() or folder.resolve() in seen:
+            continue
+        seen.add(folder.resolve())
+        for layout in LAYOUTS:
+            missing = missing_files(spec.task, folder, layout)
+            if not missing:
+                _check_task(spec, folder, layout)
+                return folder
+            if partial is None and _present_entries(spec.task, folder, layout) > 0:
+                if layout == "official" and (folder / MODEL_INDEX).is_file():
+                    continue  # a Diffusers folder: report its own missing files
+                partial = (folder, layout, missing)
+    if partial is not None:
+        folder, layout, missing = partial
+        raise CheckpointError(
+            f"{folder}: incomplete {layout}-layout {spec.task} checkpoint, missing {_listed(missing)}. "
+            f"Download it with: {_download_command(spec, layout, folder)}" + _other_task_hint(spec, folder)
+        )
+    return None
+
+
+def _check_task(spec: ModelSpec, folder: Path, layout: Layout) -> None:
+    """A complete folder must hold this task's DiT (model type / channels from config.json)."""
+    expert = spec.experts[0]
+    config_path = _expert_dir(folder, spec, layout, expert) / "config.json"
+    check_dit_config(spec, dit_config_from_json(_read_json(config_path), source=config_path), source=config_path)
+
+
+def _other_task_hint(spec: ModelSpec, folder: Path) -> str:
+    from .configs import TASKS
+
+    for other in TASKS:
+        if other != spec.task and any(not missing_files(other, folder, lay) for lay in LAYOUTS):
+            return f" (the folder holds a complete {other} checkpoint: choose that task, or another folder)"
+    return ""
+
+
+def _download_command(spec: ModelSpec, layout: str, local_dir: Path | None = None) -> str:
+    repo = spec.hf_repo if layout == "official" else spec.hf_diffusers_repo
+    dest = local_dir if local_dir is not None else Path("./ckpts") / repo.split("/")[-1]
+    return f"huggingface-cli download {repo} --local-dir {dest}"
+
+
+def find_checkpoint(task: str, ckpt_dir: str | Path | None = None) -> Path | None:
+    """A folder holding a complete checkpoint of ``task`` (official or Diffusers layout), or None.
+
+    Searched in order: ``ckpt_dir``, ``ckpt_dir/<repo name>`` (``Wan2.2-T2V-A14B`` or
+    ``Wan2.2-T2V-A14B-Diffusers``) and ``ckpt_dir/<task>``; the same under ``$WAN_CKPT_DIR``; the
+    Hugging Face hub cache snapshots of the official and Diffusers repos. Within each of the three
+    places a complete folder wins; if a place has only incomplete folders, ``CheckpointError`` names
+    the folder and the missing files (and the download command). A complete folder holding another
+    task's DiT also raises ``CheckpointError``.
+    """
+    spec = get_spec(task)
+    names = [spec.hf_repo.split("/")[-1], spec.hf_diffusers_repo.split("/")[-1], spec.task]
+    places: list[list[Path]] = []
+    for base in (ckpt_dir, os.environ.get("WAN_CKPT_DIR") or None):
+        if base is not None:
+            base_path = Path(base).expanduser()
+            places.append([base_path, *(base_path / n for n in names)])
+    places.append([*_hf_snapshots(spec.hf_repo), *_hf_snapshots(spec.hf_diffusers_repo)])
+    for candidates in places:
+        found = _check_candidates(spec, candidates)
+        if found is not None:
+            return found
+    return None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _OFFLINE_VALUES
+
+
+def download_checkpoint(task: str, local_dir: str | Path | None = None, *, layout: Layout = "official") -> Path:
+    """Downloads the task's checkpoint from the Hugging Face Hub with ``snapshot_download`` (into the
+    hub cache, or ``local_dir``) and returns the folder after checking it is complete.
+
+    Raises ``CheckpointError`` (naming the repo, the files and the ``huggingface-cli download``
+    command) when ``HF_HUB_OFFLINE`` is set, when the download fails, or when files are missing.
+    """
+    spec = get_spec(task)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    repo = spec.hf_repo if layout == "official" else spec.hf_diffusers_repo
+    dest = Path(local_dir).expanduser() if local_dir is not None else None
+    command = _download_command(spec, layout, dest)
+    files = ", ".join(required_files(spec.task, layout))
+    if _offline():
+        raise CheckpointError(
+            f"cannot download {repo}: HF_HUB_OFFLINE is set. The checkpoint needs {files}. On a machine with "
+            f"network access run `{command}` and pass that folder as ckpt_dir (or set WAN_CKPT_DIR)."
+        )
+    if layout == "official":
+        allow: list[str] | None = ["*.json", "*.safetensors", spec.t5_file, spec.vae_file, f"{spec.tokenizer_dir}/*"]
+    else:
+        allow = None
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(repo_id=repo, local_dir=str(dest) if dest else None, allow_patterns=allow))
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # network, authentication, disk full, offline mode of the hub client
+        raise CheckpointError(
+            f"downloading {repo} failed ({type(exc).__name__}: {exc}). The checkpoint needs {files}. "
+            f"Retry, or run `{command}` and pass that folder as ckpt_dir (or set WAN_CKPT_DIR)."
+        ) from exc
+    missing = missing_files(spec.task, path, layout)
+    if missing:
+        raise CheckpointError(f"{path}: the download of {repo} is incomplete, missing {_listed(missing)}; run `{command}`")
+    return path
