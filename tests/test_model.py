@@ -227,6 +227,34 @@ def test_batch_of_two_equals_two_single_runs(kind: str, no_backend_env: None) ->
         torch.testing.assert_close(run_ours(model, single), both[b : b + 1], rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["t2v", "i2v", "ti2v"])
+def test_cached_context_gives_the_same_output(kind: str, no_backend_env: None) -> None:
+    """encode_context once, reuse for several steps: identical to embedding the text every call."""
+    model = tiny_model(kind, seed=6)
+    inputs = make_inputs(model.config, batch=2, grid=(3, 6, 10), seed=7)
+    with torch.no_grad():
+        cache = model.encode_context(inputs["context"])
+        assert len(cache.kv) == model.config.num_layers
+        for t_scale in (1.0, 0.5):  # two "steps" reuse the same cache
+            t = inputs["t"] * t_scale
+            plain = model(inputs["x"], t, inputs["context"], inputs["y"])
+            cached = model(inputs["x"], t, cache, inputs["y"])
+            torch.testing.assert_close(cached, plain, rtol=0, atol=1e-6)
+
+
+def test_cached_context_errors(no_backend_env: None) -> None:
+    model, other = tiny_model("t2v", seed=1), tiny_model("t2v", seed=2)
+    inputs = make_inputs(model.config, batch=2, grid=(1, 2, 2), seed=3)
+    with torch.no_grad():
+        cache = model.encode_context(inputs["context"])
+        with pytest.raises(ValueError, match="another model"):
+            other(inputs["x"], inputs["t"], cache)
+        with pytest.raises(ValueError, match="batch of 2"):
+            model(inputs["x"][:1], inputs["t"][:1], cache)
+        with pytest.raises(ValueError, match="text_len"):
+            model.encode_context(inputs["context"][:, :10])
+
+
 def test_timestep_broadcast_forms(no_backend_env: None) -> None:
     """t as [B], [1], a scalar and per-token [B, L] with constant values all agree."""
     model = tiny_model("ti2v", seed=6)

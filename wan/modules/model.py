@@ -47,6 +47,7 @@ from .attention import attention
 __all__ = [
     "MODEL_TYPES",
     "CrossAttention",
+    "ContextCache",
     "DiTCheckpointError",
     "DiTConfig",
     "Head",
@@ -371,15 +372,37 @@ class SelfAttention(_AttentionProjections):
 
 
 class CrossAttention(_AttentionProjections):
-    """Unmasked cross-attention to the text. ``x [B, L, dim]``, ``context [B, L_ctx, dim]`` -> ``[B, L, dim]``."""
+    """Unmasked cross-attention to the text. ``x [B, L, dim]``, ``context [B, L_ctx, dim]`` -> ``[B, L, dim]``.
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        dtype = self.q.weight.dtype
-        x, context = x.to(dtype), context.to(dtype)
+    ``project_context`` computes the text side (k after ``norm_k``, v; each ``[B, L_ctx, heads, head_dim]``)
+    once, so a sampler can reuse it for every step of a run (see ``WanModel.encode_context``).
+    """
+
+    def project_context(self, context: Tensor) -> tuple[Tensor, Tensor]:
+        context = context.to(self.q.weight.dtype)
         v = self._heads(self.v(context))
-        q = self._heads(self.norm_q(self.q(x))).to(v.dtype)
         k = self._heads(self.norm_k(self.k(context))).to(v.dtype)
+        return k, v
+
+    def forward(self, x: Tensor, context: Tensor | tuple[Tensor, Tensor]) -> Tensor:
+        k, v = context if isinstance(context, tuple) else self.project_context(context)
+        q = self._heads(self.norm_q(self.q(x.to(self.q.weight.dtype)))).to(v.dtype)
         return self._out(attention(q, k, v))
+
+
+@dataclass(frozen=True, eq=False)
+class ContextCache:
+    """The text side of every block's cross-attention for one (padded) context batch.
+
+    ``kv[i]`` is block i's ``(k, v)``, each ``[B, text_len, heads, head_dim]``. It depends only on the
+    context and the weights, so it is computed once per expert and run instead of once per step
+    (memory: ``2 * num_layers * B * text_len * dim`` elements, e.g. ~0.8 GB bf16 for A14B with B=2).
+    Only valid for the model instance that built it (``owner_id``).
+    """
+
+    kv: tuple[tuple[Tensor, Tensor], ...]
+    batch: int
+    owner_id: int
 
 
 def _gather(values: Tensor, index: Tensor) -> Tensor:
@@ -406,10 +429,12 @@ class WanAttentionBlock(nn.Module):
     def _modulate(self, x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
         return torch.addcmul(shift, F.layer_norm(x, (x.shape[-1],), eps=self.eps), scale + 1)
 
-    def forward(self, x: Tensor, e0: Tensor, t_index: Tensor, context: Tensor, freqs: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, e0: Tensor, t_index: Tensor, context: Tensor | tuple[Tensor, Tensor], freqs: Tensor
+    ) -> Tensor:
         """x: float32 ``[B, L, dim]``; e0: float32 ``[U, 6, dim]`` (one row per distinct timestep);
         t_index: int64 ``[B, L']`` (``L'`` = 1 or L) picking a row of e0 per token; context
-        ``[B, L_ctx, dim]``; freqs: complex ``[L, head_dim/2]``."""
+        ``[B, L_ctx, dim]`` (embedded text) or this block's cached ``(k, v)``; freqs: complex ``[L, head_dim/2]``."""
         mod = self.modulation.float()[0] + e0  # [U, 6, dim]
         h = self._modulate(x, _gather(mod[:, 0], t_index), _gather(mod[:, 1], t_index))
         x = x + self.self_attn(h, freqs) * _gather(mod[:, 2], t_index)
@@ -459,7 +484,27 @@ class WanModel(nn.Module):
 
     # -- inputs
 
-    def _check_inputs(self, x: Tensor, context: Tensor, has_y: bool) -> tuple[int, int, int]:
+    def _check_context(self, context: Tensor, batch: int) -> None:
+        cfg = self.config
+        if context.ndim != 3 or context.shape[0] != batch or context.shape[2] != cfg.text_dim:
+            raise ValueError(
+                f"context must be [B={batch}, {cfg.text_len}, text_dim={cfg.text_dim}]; got {tuple(context.shape)}"
+            )
+        if context.shape[1] != cfg.text_len:
+            raise ValueError(
+                f"context has {context.shape[1]} tokens; the DiT attends to exactly text_len={cfg.text_len} "
+                "(zero-pad the trimmed T5 output, e.g. with wan.modules.t5.pad_context)"
+            )
+
+    def encode_context(self, context: Tensor) -> ContextCache:
+        """Embed the padded text ``[B, text_len, text_dim]`` and project every block's cross-attention
+        k/v once. Pass the result as ``context`` to ``forward`` for all steps that use this context."""
+        self._check_context(context, context.shape[0] if context.ndim == 3 else -1)
+        ctx = self.text_embedding(context.to(self.text_embedding[0].weight.dtype))
+        kv = tuple(block.cross_attn.project_context(ctx) for block in self.blocks)
+        return ContextCache(kv=kv, batch=context.shape[0], owner_id=id(self))
+
+    def _check_inputs(self, x: Tensor, context: Tensor | ContextCache, has_y: bool) -> tuple[int, int, int]:
         cfg = self.config
         if x.ndim != 5:
             raise ValueError(f"WanModel expects latents x of shape [B, C, F, H, W]; got {tuple(x.shape)}")
@@ -478,16 +523,13 @@ class WanModel(nn.Module):
                     f"latent {axis}={size} is not divisible by the patch size {patch} (x {tuple(x.shape)})"
                 )
             grid.append(size // patch)
-        if context.ndim != 3 or context.shape[0] != x.shape[0] or context.shape[2] != cfg.text_dim:
-            raise ValueError(
-                f"context must be [B={x.shape[0]}, {cfg.text_len}, text_dim={cfg.text_dim}]; "
-                f"got {tuple(context.shape)}"
-            )
-        if context.shape[1] != cfg.text_len:
-            raise ValueError(
-                f"context has {context.shape[1]} tokens; the DiT attends to exactly text_len={cfg.text_len} "
-                "(zero-pad the trimmed T5 output, e.g. with wan.modules.t5.pad_context)"
-            )
+        if isinstance(context, ContextCache):
+            if context.owner_id != id(self):
+                raise ValueError("this ContextCache was built by another model; call encode_context on this one")
+            if context.batch != x.shape[0]:
+                raise ValueError(f"ContextCache is for a batch of {context.batch}; x has {x.shape[0]}")
+        else:
+            self._check_context(context, x.shape[0])
         return grid[0], grid[1], grid[2]
 
     def _timestep_groups(
@@ -522,14 +564,14 @@ class WanModel(nn.Module):
 
     # -- forward
 
-    def forward(self, x: Tensor, t: Tensor, context: Tensor, y: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, t: Tensor, context: Tensor | ContextCache, y: Tensor | None = None) -> Tensor:
         """Predicts the flow velocity.
 
         x: ``[B, C_x, F, H, W]`` latents (any float dtype); y: optional ``[B, C_y, F, H, W]``
         concatenated after x on channels (i2v: 4 mask + 16 image-latent channels);
         t: ``[B]`` (or ``[1]``/scalar, broadcast) or per-token ``[B, L]`` with
         ``L = (F/p_t)(H/p_h)(W/p_w)`` in ``(f, h, w)`` order, float or int;
-        context: ``[B, text_len, text_dim]``, already zero-padded.
+        context: ``[B, text_len, text_dim]``, already zero-padded, or ``encode_context(context)``.
         Returns float32 ``[B, out_dim, F, H, W]``.
         """
         if y is not None:
@@ -545,11 +587,14 @@ class WanModel(nn.Module):
 
         tokens = self.patch_embedding(x.to(self.patch_embedding.weight.dtype))
         tokens = rearrange(tokens, "b c f h w -> b (f h w) c").float()
-        ctx = self.text_embedding(context.to(self.text_embedding[0].weight.dtype))
         freqs = rope_frequencies((f, h, w), self.config.head_dim, x.device)
-
-        for block in self.blocks:
-            tokens = block(tokens, e0, t_index, ctx, freqs)
+        if isinstance(context, ContextCache):
+            for block, kv in zip(self.blocks, context.kv, strict=True):
+                tokens = block(tokens, e0, t_index, kv, freqs)
+        else:
+            ctx = self.text_embedding(context.to(self.text_embedding[0].weight.dtype))
+            for block in self.blocks:
+                tokens = block(tokens, e0, t_index, ctx, freqs)
 
         out = self.head(tokens, e, t_index)
         return rearrange(
