@@ -36,10 +36,13 @@ from playground.engine import Engine, GenerationCancelled, StepInfo
 from playground.history import HistoryEntry, HistoryStore, InvalidIdError, UnknownIdError
 from playground.i18n import LANGS, STRINGS, lang_from_header, tr
 from playground.request import (
+    DEMO_MAX_SIDE,
     MAX_FPS,
     MAX_FRAMES,
     MAX_SEED,
+    MAX_SIDE,
     MAX_STEPS,
+    MIN_SIDE,
     SOLVERS,
     InputError,
     closest_preset,
@@ -56,7 +59,7 @@ ASSETS = ROOT / "assets"
 TAB_KEYS = {"t2v-A14B": "tab.t2v", "i2v-A14B": "tab.i2v", "ti2v-5B": "tab.ti2v"}
 HISTORY_TAB = "tab-history"
 GALLERY_LIMIT = 48
-DEMO_DEFAULTS = {"frame_num": 17, "sampling_steps": 6}
+DEMO_DEFAULTS = {"frame_num": 9, "sampling_steps": 4}  # with the demo sizes: seconds on a CPU
 
 THEME = gr.themes.Default(primary_hue="violet", secondary_hue="sky", neutral_hue="slate", radius_size="md")
 # Dark by default; `?__theme=light` keeps Gradio's light theme.
@@ -228,6 +231,14 @@ def _build_assistant(tab: TaskTab) -> None:
             tab.extend_btn = gr.Button(t("assistant.extend"), variant="secondary", elem_classes=["extend-prompt"])
 
 
+def _size_info(spec: Any, *, demo: bool, any_size: bool) -> str | None:
+    if not any_size:
+        return None
+    if demo:
+        return f"demo: any W*H, multiples of {spec.size_multiple}, {MIN_SIDE}–{DEMO_MAX_SIDE} px per side"
+    return f"any W*H, multiples of {spec.size_multiple}, {MIN_SIDE}–{MAX_SIDE} px per side"
+
+
 def _build_settings(tab: TaskTab, *, demo: bool, any_size: bool) -> None:
     spec, f = tab.spec, tab.form
     presets = size_presets(spec, demo=demo)
@@ -239,7 +250,7 @@ def _build_settings(tab: TaskTab, *, demo: bool, any_size: bool) -> None:
                 value=d["size"],
                 label=t("field.size"),
                 allow_custom_value=True,
-                info=(f"any W*H, multiples of {spec.size_multiple}" if any_size else None),
+                info=_size_info(spec, demo=demo, any_size=any_size),
                 elem_classes=["size"],
             )
             f["frame_num"] = gr.Slider(1, MAX_FRAMES, value=d["frame_num"], step=4, label=t("field.frames"),
@@ -301,7 +312,8 @@ def _build_task_tab(task: str, engine: Engine, *, any_size: bool) -> TaskTab:
             tab.status = gr.Markdown(elem_classes=["status"])
             with gr.Row(equal_height=True):
                 tab.used_seed = gr.Number(
-                    None, label=t("out.used_seed"), precision=0, interactive=False, elem_classes=["used-seed"], scale=1
+                    None, label=t("out.used_seed"), precision=0, interactive=False,
+                    elem_classes=["used-seed"], scale=1,
                 )
                 tab.link = gr.Textbox(
                     label=t("out.permalink"), interactive=False, max_lines=1, buttons=["copy"],
@@ -436,12 +448,16 @@ def create_demo(
         def make_generate(tab: TaskTab) -> Callable[..., Any]:
             task = tab.task
 
-            async def generate(request: gr.Request, progress: gr.Progress = gr.Progress(), **values: Any):
+            async def generate(
+                request: gr.Request,
+                progress: gr.Progress = gr.Progress(),
+                image: str | None = None,                 # optional for API clients (TI2V text-only)
+                prompt_fields: dict[str, Any] | None = None,
+                **values: Any,
+            ):
                 lang = request_lang(request)
-                image = values.pop("image", None)
-                fields = values.pop("prompt_fields", None)
                 try:
-                    req = studio.build_request(task, values, image=image, prompt_fields=fields)
+                    req = studio.build_request(task, values, image=image, prompt_fields=prompt_fields)
                 except InputError as e:
                     raise gr.Error(str(e), title="Invalid input") from None
                 key = (request.session_hash or "api", task)
@@ -496,23 +512,30 @@ def create_demo(
 
         # ------------------------------------------------------------------ assistant
         def make_preview(tab: TaskTab) -> Callable[..., Any]:
-            def preview(mode: str, lang: str, **values: Any) -> tuple[Any, Any, Any]:
+            def preview(mode: str, lang: str, request: gr.Request, **values: Any) -> tuple[Any, Any, Any]:
+                """The built prompt, the fields to store with it, and notes: contradictory choices
+                (the builder keeps one of each pair) and what the chosen formula leaves out."""
+                ui_lang = request_lang(request)
                 try:
                     text, fields = assistant.build_preview(values, mode, lang)
-                    notes = assistant.conflicts(values, lang)
+                    notes = assistant.conflicts(values, "zh" if ui_lang == "zh" else "en")
+                    notes += assistant.mode_notes(values, mode, ui_lang)
                 except (ValueError, KeyError) as e:
                     gr.Warning(f"Prompt assistant: {e}")
-                    return gr.skip(), gr.skip(), gr.skip()
-                return text, fields, "\n".join(f"⚠ {n}" for n in notes)
+                    return gr.skip(), gr.skip(), f"⚠ {e}"
+                return text, fields, "\n\n".join(f"⚠ {n}" for n in notes)
             return preview
 
         def make_example(tab: TaskTab) -> Callable[..., Any]:
-            def use_example(index: int | None) -> dict[Any, Any]:
+            def use_example(index: int | None, request: gr.Request) -> Any:
+                """Fill the prompt and the assistant from the chosen example."""
                 examples = assistant.examples(tab.task)
                 if index is None or not 0 <= int(index) < len(examples):
                     return gr.skip()
                 ex = examples[int(index)]
                 updates: dict[Any, Any] = {tab.form["prompt"]: ex["prompt"]}
+                if ex.get("image"):
+                    gr.Info(tr("assistant.example_image", request_lang(request)))
                 for name, value in assistant.values_from_fields(ex.get("fields") or {}).items():
                     if name in tab.assist:
                         updates[tab.assist[name]] = value
@@ -528,7 +551,10 @@ def create_demo(
                 text = (prompt or "").strip() or (preview_text or "").strip()
                 if not text:
                     raise gr.Error("Prompt: nothing to extend; type a prompt or fill the assistant first", title="Empty prompt")
-                result = extender.extend(text, task=tab.task, lang=lang, has_image=bool(image))
+                try:
+                    result = extender.extend(text, task=tab.task, lang=lang, has_image=bool(image))
+                except ValueError as e:  # input the extender refuses (e.g. too long): say why
+                    raise gr.Error(f"Prompt extension: {e}", title="Cannot extend") from None
                 if result.warning:
                     gr.Warning(f"Prompt extension ({result.backend}): {result.warning}")
                 if not result.ok:
@@ -695,10 +721,7 @@ def _make_size_from_image(tab: TaskTab, demo: bool) -> Callable[[str | None], An
         except InputError as e:
             gr.Warning(str(e))
             return gr.skip()
-        presets = size_presets(tab.spec, demo=demo)
-        if demo:
-            presets = presets[: len(presets) - len(tab.spec.sizes)]
-        return closest_preset(presets, w, h).value
+        return closest_preset(size_presets(tab.spec, demo=demo), w, h).value
     return size_from_image
 
 
@@ -726,7 +749,10 @@ def _make_extend_api(extender: Any) -> Callable[..., str]:
             raise gr.Error("prompt: is empty", title="Empty prompt")
         if task not in TASK_UI:
             raise gr.Error(f"task: {task!r} is not one of {', '.join(TASK_UI)}", title="Invalid input")
-        result = extender.extend(prompt, task=task, lang=lang, has_image=has_image)
+        try:
+            result = extender.extend(prompt, task=task, lang=lang, has_image=has_image)
+        except ValueError as e:
+            raise gr.Error(f"Prompt extension: {e}", title="Invalid input") from None
         if not result.ok:
             raise gr.Error(f"Prompt extension failed ({result.backend}): {result.warning}", title="Extension failed")
         return str(result.prompt)

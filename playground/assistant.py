@@ -12,9 +12,13 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
+from prompting import FIXED_CAMERA, MODE_GROUPS, MODE_TEXT_FIELDS, STYLE_GROUP, TEXT_FIELDS
+
 from .i18n import KO_VOCAB
 
 __all__ = [
+    "FIXED_CAMERA",
+    "NONE_CHOICE",
     "STYLE_GROUP",
     "TEXT_FIELDS",
     "aesthetic_groups",
@@ -24,13 +28,12 @@ __all__ = [
     "fields_from_values",
     "group_choices",
     "group_key",
+    "mode_notes",
     "term_key",
     "values_from_fields",
     "vocab_translations",
 ]
 
-TEXT_FIELDS = ("subject", "subject_desc", "scene", "scene_desc", "motion", "motion_desc")
-STYLE_GROUP = "style"  # prompting.STYLE_GROUP: its term goes to PromptFields.style
 NONE_CHOICE = ""
 
 
@@ -127,6 +130,34 @@ def conflicts(values: Mapping[str, Any], lang: str) -> list[str]:
     import prompting
 
     return [c.message(lang) for c in prompting.find_conflicts(fields_from_values(values))]
+
+
+def mode_notes(values: Mapping[str, Any], mode: str, lang: str = "en") -> list[str]:
+    """What the chosen formula leaves out of the prompt (filled fields and chosen terms it does not use).
+
+    ``lang`` is the UI language (en, ko or zh). Empty when everything filled in is used.
+    """
+    from .i18n import tr
+
+    if mode not in MODE_GROUPS:
+        raise ValueError(f"mode must be one of {', '.join(MODE_GROUPS)}; got {mode!r}")
+    fields = fields_from_values(values)
+    used_text, used_groups = MODE_TEXT_FIELDS[mode], MODE_GROUPS[mode]
+    left_out = [tr(f"assistant.{name}", lang) for name in TEXT_FIELDS
+                if name not in used_text and getattr(fields, name).strip()]
+    vocab = _vocab()
+    label_lang = "zh" if lang == "zh" else "en"
+    chosen = dict(fields.aesthetics)
+    if fields.style:
+        chosen[STYLE_GROUP] = fields.style
+    for group, term_id in chosen.items():
+        if group not in used_groups:
+            label = vocab.label(term_id, label_lang)
+            left_out.append(KO_VOCAB.get(label, label) if lang == "ko" else label)
+    if not left_out:
+        return []
+    mode_label = tr(f"assistant.mode_{mode}", lang).split(":")[0].split("：")[0]
+    return [tr("assistant.ignored", lang, mode=mode_label, items=", ".join(left_out))]
 
 
 def examples(task: str) -> list[dict[str, Any]]:

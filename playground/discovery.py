@@ -57,9 +57,9 @@ class WeightsStatus:
 
 def expected_files(task: str) -> list[str]:
     """The files and folders of the official layout that a checkpoint folder must hold."""
-    import wan
+    from wan.configs import get_spec
 
-    spec = wan.get_spec(task)
+    spec = get_spec(task)
     files = [spec.t5_file, spec.vae_file, f"{spec.tokenizer_dir}/"]
     if spec.moe:
         files += [f"{d}/config.json + {d}/diffusion_pytorch_model*.safetensors" for d in ("high_noise_model", "low_noise_model")]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import discovery, zerogpu
 from .i18n import tr
-from .request import GenerationRequest
+from .request import GenerationRequest, InputError
 
 if TYPE_CHECKING:
     import torch
@@ -111,9 +111,9 @@ class Engine:
         return self._pipe_task
 
     def spec(self, task: str) -> Any:
-        import wan
+        from wan.configs import get_spec
 
-        return wan.get_spec(task)
+        return get_spec(task)
 
     def weights(self, task: str) -> discovery.WeightsStatus:
         """Where this task's weights are (or why they are missing); never downloads."""
@@ -142,14 +142,14 @@ class Engine:
             return self._pipe
         self._unload()
         ckpt = self._checkpoint_for(task)
-        import wan
+        from wan.pipeline import load_pipeline
 
         t0 = time.perf_counter()
         kwargs: dict[str, Any] = {"device": self.device, "dtype": self.dtype}
         if self._offload is not None:
             kwargs["offload"] = self._offload
         log.info("engine: loading %s from %s on %s", task, ckpt, self.device)
-        self._pipe = wan.load_pipeline(task, ckpt, **kwargs)
+        self._pipe = load_pipeline(task, ckpt, **kwargs)
         self._pipe_task = task
         log.info("engine: %s loaded in %.1fs", task, time.perf_counter() - t0)
         return self._pipe
@@ -223,7 +223,7 @@ class Engine:
             now = time.perf_counter()
             if not t0:
                 t0.append(now)
-            done = step + 1 if step < total else step  # the pipeline reports 0-based steps
+            done = step  # the pipeline reports 1-based steps: the callback runs after step `step`
             elapsed = now - t0[0]
             # The first callback comes after step 1, so time per step is measured from there.
             eta = elapsed / (done - 1) * (total - done) if done > 1 else None
@@ -236,7 +236,8 @@ class Engine:
     def _denoise_and_decode(
         self, pipe: Any, req: GenerationRequest, image: Any, callback: Callable[..., bool]
     ) -> torch.Tensor:
-        import wan
+        from wan.pipeline import GenerationCancelled as PipelineCancelled
+        from wan.pipeline import GenerationError
 
         try:
             return pipe.generate(
@@ -251,9 +252,12 @@ class Engine:
                 sample_solver=req.sample_solver,
                 seed=req.seed,
                 callback=callback,
+                any_size=True,  # the request was validated already: an official size, or the any-size path
             )
-        except getattr(wan, "GenerationCancelled", GenerationCancelled) as e:
+        except PipelineCancelled as e:
             raise GenerationCancelled(str(e) or "cancelled") from e
+        except GenerationError as e:  # bad input the pipeline found (e.g. an image of an extreme aspect ratio)
+            raise InputError(e.field, e.message) from e
 
     @staticmethod
     def _gpu_duration(pipe: Any, req: GenerationRequest, *_: Any, **__: Any) -> int:

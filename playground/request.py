@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = [
+    "DEMO_MAX_SIDE",
     "DEMO_SIZES",
     "FIELD_LABELS",
     "MAX_FRAMES",
@@ -41,8 +42,12 @@ MAX_FRAMES = 121          # 4n+1; the 5B default (about 5 s at 24 fps)
 MAX_PROMPT_CHARS = 3000   # the text encoder keeps 512 tokens; longer text would be cut silently
 MIN_SIDE, MAX_SIDE = 64, 1920
 MAX_FPS = 60
-# Small sizes for --demo (tiny random weights on CPU). Multiples of 32, so valid for every task.
-DEMO_SIZES: tuple[tuple[int, int], ...] = ((160, 96), (96, 160), (128, 128))
+# Small sizes for --demo (tiny random weights on CPU). Multiples of 32, so valid for every task;
+# they go through the any-size path of ``validate_request`` (the demo runs with ``any_size=True``).
+DEMO_SIZES: tuple[tuple[int, int], ...] = ((128, 96), (96, 128), (128, 128), (64, 64))
+# The largest side a --demo request may ask for: the tiny weights run on the CPU, and a full-size
+# request would take minutes there while holding the only generation slot.
+DEMO_MAX_SIDE = 256
 
 # Human names of the request fields, used in error messages ("which field, what is allowed").
 FIELD_LABELS: dict[str, str] = {
@@ -164,12 +169,10 @@ def _size_name(width: int, height: int) -> str:
 
 
 def size_presets(spec: SpecLike, *, demo: bool = False) -> list[SizePreset]:
-    """The task's official sizes; in demo mode the small demo sizes come first, labelled "demo"."""
-    presets = []
+    """The task's official sizes; in demo mode only the small demo sizes, labelled "demo"."""
     if demo:
-        presets += [SizePreset(w, h, f"{w}×{h} (demo, {_size_name(w, h)})") for w, h in DEMO_SIZES]
-    presets += [SizePreset(w, h, f"{w}×{h} ({_size_name(w, h)})") for w, h in spec.sizes]
-    return presets
+        return [SizePreset(w, h, f"{w}×{h} (demo, {_size_name(w, h)})") for w, h in DEMO_SIZES]
+    return [SizePreset(w, h, f"{w}×{h} ({_size_name(w, h)})") for w, h in spec.sizes]
 
 
 def resolve_seed(seed: float | int | None, randomize: bool) -> int:
@@ -247,13 +250,14 @@ def validate_request(
     spec: SpecLike,
     *,
     any_size: bool = False,
+    max_side: int = MAX_SIDE,
     image_required: bool = False,
     image_allowed: bool = True,
 ) -> None:
     """Raise ``InputError`` (field + what is allowed) for the first invalid field of ``req``.
 
     Sizes must be one of the task's official sizes, or, with ``any_size``, multiples of
-    ``spec.size_multiple`` between 64 and 1920 pixels.
+    ``spec.size_multiple`` between 64 and ``max_side`` (1920) pixels.
     """
     if req.task != spec.task:
         raise InputError("task", f"request is for {req.task!r} but the tab runs {spec.task!r}")
@@ -263,7 +267,7 @@ def validate_request(
         raise InputError("prompt", f"is {len(req.prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
     if len(req.negative_prompt) > MAX_PROMPT_CHARS:
         raise InputError("negative_prompt", f"is {len(req.negative_prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
-    _validate_size(req.width, req.height, spec, any_size=any_size)
+    _validate_size(req.width, req.height, spec, any_size=any_size, max_side=max_side)
     n = req.frame_num
     if n < 1 or n > MAX_FRAMES or (n - 1) % 4:
         raise InputError("frame_num", f"must be 4n+1 between 1 and {MAX_FRAMES} (1, 5, 9, …, 81, …, 121); got {n}")
@@ -288,9 +292,9 @@ def validate_request(
         raise InputError("image", f"{spec.task} is text-only; remove the image or use the I2V / TI2V tab")
 
 
-def _validate_size(width: int, height: int, spec: SpecLike, *, any_size: bool) -> None:
+def _validate_size(width: int, height: int, spec: SpecLike, *, any_size: bool, max_side: int = MAX_SIDE) -> None:
     official = ", ".join(f"{w}*{h}" for w, h in spec.sizes)
-    if (width, height) in spec.sizes:
+    if (width, height) in spec.sizes and max(width, height) <= max_side:
         return
     if not any_size:
         raise InputError("size", f"{width}*{height} is not supported by {spec.task}; allowed: {official}")
@@ -299,8 +303,9 @@ def _validate_size(width: int, height: int, spec: SpecLike, *, any_size: bool) -
         raise InputError(
             "size", f"{width}*{height}: width and height must be multiples of {m} for {spec.task}"
         )
-    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
-        raise InputError("size", f"{width}*{height}: each side must be between {MIN_SIDE} and {MAX_SIDE}")
+    if not (MIN_SIDE <= width <= max_side and MIN_SIDE <= height <= max_side):
+        demo = " in demo mode (tiny weights on the CPU)" if max_side < MAX_SIDE else ""
+        raise InputError("size", f"{width}*{height}: each side must be between {MIN_SIDE} and {max_side}{demo}")
 
 
 def closest_preset(presets: Sequence[SizePreset], width: int, height: int) -> SizePreset:

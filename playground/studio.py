@@ -20,6 +20,8 @@ from .engine import Engine, StepInfo
 from .history import HistoryEntry, HistoryStore
 from .images import check_image
 from .request import (
+    DEMO_MAX_SIDE,
+    MAX_SIDE,
     GenerationRequest,
     InputError,
     format_size,
@@ -75,6 +77,7 @@ class Studio:
         self.engine = engine
         self.store = store
         self.any_size = any_size
+        self.max_side = DEMO_MAX_SIDE if engine.demo else MAX_SIDE
 
     # ----------------------------------------------------------------------------- requests
     def build_request(
@@ -94,7 +97,7 @@ class Studio:
         if image and not ui.image_allowed:
             raise InputError("image", f"{task} is text-only; remove the image or use the I2V / TI2V tab")
         validate_request(
-            req, spec, any_size=self.any_size, image_required=ui.image_required, image_allowed=ui.image_allowed
+            req, spec, any_size=self.any_size, max_side=self.max_side, image_required=ui.image_required, image_allowed=ui.image_allowed
         )
         return req
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -50,7 +51,10 @@ def capture(url: str, out: Path, locale: str) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        chromium = shutil.which("chromium") or "/usr/bin/chromium"
+        if not Path(chromium).exists():
+            raise SystemExit("Debian's Chromium is needed: apt-get install -y chromium")
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1440, "height": 1080}, locale=locale, device_scale_factor=1)
         page.goto(url)
         tab = page.locator("#tab-t2v")

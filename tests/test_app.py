@@ -25,7 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_IMAGE = ROOT / "assets" / "samples" / "sunset_lake.png"
 ID_RE = re.compile(r"\?gen=(\d{8}-\d{6}-[0-9a-f]{6})$")
-SMALL = {"size": "160*96", "frame_num": 9, "sampling_steps": 3, "seed": 1234, "randomize_seed": False}
+SMALL = {"size": "128*96", "frame_num": 9, "sampling_steps": 3, "seed": 1234, "randomize_seed": False}
 API = {"t2v-A14B": "/generate_t2v", "i2v-A14B": "/generate_i2v", "ti2v-5B": "/generate_ti2v"}
 FPS = {"t2v-A14B": 16, "i2v-A14B": 16, "ti2v-5B": 24}
 
@@ -55,8 +55,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_app(outputs: Path, log: Path, *extra: str, timeout: float = 180.0) -> AppServer:
-    """Start ``python app.py --demo`` on a free port and wait until it answers HTTP."""
+def launch_app(outputs: Path, log: Path, *extra: str, timeout: float = 180.0, demo: bool = True,
+               env_extra: dict[str, str] | None = None) -> AppServer:
+    """Start ``python app.py --demo`` (or without ``--demo``) on a free port and wait until it answers HTTP."""
     port = free_port()
     env = {
         **os.environ,
@@ -66,8 +67,9 @@ def launch_app(outputs: Path, log: Path, *extra: str, timeout: float = 180.0) ->
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("SPACES_ZERO_GPU", None)
-    cmd = [sys.executable, str(ROOT / "app.py"), "--demo", "--host", "127.0.0.1", "--port", str(port),
-           "--outputs", str(outputs), *extra]
+    env.update(env_extra or {})
+    cmd = [sys.executable, str(ROOT / "app.py"), *(["--demo"] if demo else []), "--host", "127.0.0.1",
+           "--port", str(port), "--outputs", str(outputs), *extra]
     fh = log.open("w")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
@@ -115,6 +117,20 @@ def mp4_info(path: str | Path) -> dict:
     return {"frames": n, "fps": meta["fps"], "size": tuple(meta["size"])}
 
 
+def expected_i2v_size(image: Path, area: int) -> tuple[int, int]:
+    """The official I2V-A14B output size for an image and a requested area (stride 8, patch 2)."""
+    import math
+
+    from PIL import Image
+
+    with Image.open(image) as im:
+        w, h = im.size
+    aspect = h / w
+    lat_h = round(math.sqrt(area * aspect) // 8 // 2 * 2)
+    lat_w = round(math.sqrt(area / aspect) // 8 // 2 * 2)
+    return lat_w * 8, lat_h * 8
+
+
 def generate(client, task: str, **over):
     args = {"prompt": "a red fox runs through a snowy forest at dawn", **SMALL, **over}
     if task == "i2v-A14B" and "image" not in args:
@@ -156,14 +172,16 @@ def test_generate_each_tab(app_server, task):
     assert used_seed == 1234
     gen_id = ID_RE.search(link).group(1)
     assert link.startswith(app_server.url)
+    # I2V-A14B keeps the image's aspect ratio: the size sets the area (official arithmetic)
+    size = expected_i2v_size(SAMPLE_IMAGE, 128 * 96) if task == "i2v-A14B" else (128, 96)
     info = mp4_info(video)
-    assert info == {"frames": 9, "fps": FPS[task], "size": (160, 96)}, info
+    assert info == {"frames": 9, "fps": FPS[task], "size": size}, info
     stored = app_server.outputs / f"{gen_id}.mp4"
     assert stored.is_file() and mp4_info(stored) == info
     s = settings_of(app_server, gen_id)
     assert s["task"] == task and s["seed"] == 1234 and s["demo"] is True
-    assert (s["width"], s["height"], s["frame_num"], s["sampling_steps"], s["fps"]) == (160, 96, 9, 3, FPS[task])
-    assert s["video"] == {"width": 160, "height": 96, "frames": 9, "fps": FPS[task]}
+    assert (s["width"], s["height"], s["frame_num"], s["sampling_steps"], s["fps"]) == (128, 96, 9, 3, FPS[task])
+    assert s["video"] == {"width": size[0], "height": size[1], "frames": 9, "fps": FPS[task]}
     if task == "i2v-A14B":
         assert s["image_file"] == f"{gen_id}.input.png" and (app_server.outputs / s["image_file"]).is_file()
     assert gen_id in status and "seed 1234" in status
@@ -180,9 +198,15 @@ def test_ti2v_with_image_and_moe_guidance_stored(app_server):
     from gradio_client import handle_file
 
     c = app_server.client()
-    _, _, _, link = generate(c, "ti2v-5B", image=handle_file(str(SAMPLE_IMAGE)), guide_scale=6.5)
+    # an optional image: the size sets the area, the image's aspect ratio sets the shape
+    video, _, _, link = generate(c, "ti2v-5B", image=handle_file(str(SAMPLE_IMAGE)), guide_scale=6.5, size="128*128")
     s = settings_of(app_server, ID_RE.search(link).group(1))
-    assert s["guide_scale"] == 6.5 and s["image_file"]
+    assert s["guide_scale"] == 6.5 and s["image_file"] and (s["width"], s["height"]) == (128, 128)
+    w, h = mp4_info(video)["size"]
+    assert w > h and w * h <= 128 * 128 and w % 32 == h % 32 == 0 and s["video"]["width"] == w
+    # a size outside the presets (the any-size path of --demo), text only
+    video, _, _, link = generate(c, "ti2v-5B", size="160*64")
+    assert mp4_info(video)["size"] == (160, 64)
     _, _, _, link = generate(c, "t2v-A14B", guide_scale_high=4.5, guide_scale_low=2.5)
     assert settings_of(app_server, ID_RE.search(link).group(1))["guide_scale"] == [2.5, 4.5]
 
@@ -210,6 +234,8 @@ def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(app_server, tm
     assert "Prompt: is empty" in msg
     msg = app_error(generate, c, "ti2v-5B", size="1000*1000")
     assert "Resolution" in msg and "multiples of 32" in msg
+    msg = app_error(generate, c, "ti2v-5B", size="1280*704")
+    assert "Resolution" in msg and "demo mode" in msg  # official size, but the demo runs on the CPU
     msg = app_error(generate, c, "ti2v-5B", size="huge")
     assert "Resolution" in msg and "WIDTH*HEIGHT" in msg
     msg = app_error(generate, c, "t2v-A14B", frame_num=10)
@@ -251,7 +277,7 @@ def _write_plain_mp4(path: Path) -> None:
 def test_progress_reports_steps_with_expert_phase(app_server):
     c = app_server.client()
     job = c.submit(api_name=API["t2v-A14B"], prompt="a paper boat on a river",
-                   **{**SMALL, "sampling_steps": 24, "frame_num": 17})
+                   **{**SMALL, "sampling_steps": 16})
     descs: set[str] = set()
     while not job.done():
         st = job.status()
@@ -260,7 +286,7 @@ def test_progress_reports_steps_with_expert_phase(app_server):
                 descs.add(unit.desc)
         time.sleep(0.02)
     job.result()
-    steps = [d for d in descs if re.match(r"step \d+/24 · (high|low)-noise expert", d)]
+    steps = [d for d in descs if re.match(r"step \d+/16 · (high|low)-noise expert", d)]
     assert steps, descs
     assert any("ETA" in d for d in steps), descs
 
@@ -335,3 +361,22 @@ def test_history_survives_a_restart(app_server, tmp_path):
 def test_extend_prompt_api(app_server):
     out = app_server.client().predict("a cat", "t2v-A14B", "en", False, api_name="/extend_prompt")
     assert isinstance(out, str) and "cat" in out.lower() and len(out) > len("a cat")
+
+
+def test_missing_weights_give_a_clear_message(tmp_path):
+    """Without --demo and without weights (offline, empty cache) the app starts and explains what to do."""
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "WAN_CKPT_DIR": ""}
+    server = launch_app(tmp_path / "outputs", tmp_path / "real.log", "--ckpt-dir", str(tmp_path / "ckpts"),
+                        demo=False, env_extra=env)
+    try:
+        c = server.client()
+        msg = app_error(generate, c, "t2v-A14B", size="832*480")
+        assert "t2v-A14B weights were not found" in msg and "HF_HUB_OFFLINE" in msg, msg
+        assert "models_t5_umt5-xxl-enc-bf16.pth" in msg and "Wan2.1_VAE.pth" in msg and "high_noise_model" in msg
+        assert "huggingface-cli download Wan-AI/Wan2.2-T2V-A14B" in msg and "--demo" in msg
+        msg = app_error(generate, c, "ti2v-5B", size="128*96")  # real mode: the official sizes only
+        assert "128*96 is not supported by ti2v-5B" in msg and "1280*704" in msg
+        assert app_error(generate, c, "ti2v-5B", size="1280*704").count("ti2v-5B weights were not found") == 1
+    finally:
+        stop_app(server)
+    assert "generation failed" not in server.log_text(), server.log_text()[-4000:]  # an expected error, not a bug

@@ -29,9 +29,9 @@ TASKS = ("t2v-A14B", "i2v-A14B", "ti2v-5B")
 
 
 def _spec(task: str):
-    import wan
+    from wan.configs import get_spec
 
-    return wan.get_spec(task)
+    return get_spec(task)
 
 
 def _values(spec, **over):
@@ -127,12 +127,84 @@ def test_seed_resolution():
 
 def test_size_presets_and_closest():
     spec = _spec("t2v-A14B")
-    presets = size_presets(spec, demo=True)
-    assert any("demo" in p.label for p in presets)
-    assert {(p.width, p.height) for p in presets} >= set(spec.sizes)
+    demo = size_presets(spec, demo=True)
+    assert demo and all("demo" in p.label for p in demo)
+    assert all(64 <= side <= 128 for p in demo for side in (p.width, p.height))  # seconds on a CPU
+    assert all(p.width % 32 == 0 and p.height % 32 == 0 for p in demo)  # valid for every task
+    assert [(p.width, p.height) for p in size_presets(spec)] == list(spec.sizes)
     official = size_presets(spec)
     assert closest_preset(official, 1000, 1800).height > closest_preset(official, 1000, 1800).width
     assert closest_preset(official, 1920, 1080).value == "1280*720"
+
+
+def test_demo_caps_the_size():
+    from playground.request import DEMO_MAX_SIDE
+
+    spec = _spec("ti2v-5B")
+    big = request_from_values(spec, _values(spec, size="1280*704"))
+    validate_request(big, spec, any_size=True)  # the official size is fine in real mode
+    with pytest.raises(InputError, match=f"between 64 and {DEMO_MAX_SIDE} in demo mode"):
+        validate_request(big, spec, any_size=True, max_side=DEMO_MAX_SIDE)
+    validate_request(request_from_values(spec, _values(spec, size="128*96")), spec, any_size=True,
+                     max_side=DEMO_MAX_SIDE)
+
+
+# ------------------------------------------------------------------------------- assistant
+def test_assistant_uses_prompting_groups_and_round_trips():
+    import prompting
+    from playground import assistant
+
+    assert assistant.STYLE_GROUP == prompting.STYLE_GROUP
+    groups = assistant.aesthetic_groups()
+    assert prompting.STYLE_GROUP not in groups and "motion_type" in groups and "visual_style" not in groups
+    values = {"subject": "a red fox", "scene": "a snowy forest", "motion": "trots", "lighting": "soft_lighting",
+              "motion_type": "running", prompting.STYLE_GROUP: "pixel_style", "fixed_camera": True}
+    text, fields = assistant.build_preview(values, "advanced", "en")
+    assert text == "Pixel style, soft lighting, running. A red fox, a snowy forest. Trots. Fixed camera."
+    assert fields["style"] == "pixel_style"
+    assert fields["mode"] == "advanced" and fields["aesthetics"]["motion_type"] == "running"
+    back = assistant.values_from_fields(fields)
+    assert back["lighting"] == "soft_lighting" and back["style"] == "pixel_style" and back["fixed_camera"] is True
+    assert back["subject"] == "a red fox" and back["shot_size"] == assistant.NONE_CHOICE
+    assert assistant.build_preview({}, "basic", "en") == ("", None)
+
+
+def test_assistant_notes_what_the_formula_leaves_out():
+    from playground import assistant
+
+    values = {"subject": "a fox", "scene": "snow", "motion": "runs", "lighting": "soft_lighting",
+              "camera_movement": "camera_pushes_in"}
+    assert assistant.mode_notes(values, "advanced") == []
+    (basic,) = assistant.mode_notes(values, "basic")
+    assert "Basic" in basic and "Soft lighting" in basic and "Camera pushes in" in basic
+    (i2v,) = assistant.mode_notes(values, "i2v", "ko")
+    assert "피사체" in i2v and "장면" in i2v and "카메라" not in i2v  # the camera move is used by i2v
+    with pytest.raises(ValueError, match="mode must be one of"):
+        assistant.mode_notes(values, "fancy")
+
+
+def test_assistant_reports_contradictory_choices():
+    from playground import assistant
+
+    values = {"subject": "a fox", "fixed_camera": True, "camera_movement": "camera_pushes_in"}
+    (note,) = assistant.conflicts(values, "en")
+    assert "contradicts" in note and "Camera pushes in" in note and "Fixed camera" in note
+    (zh,) = assistant.conflicts(values, "zh")
+    assert "矛盾" in zh
+    text, _ = assistant.build_preview(values, "advanced", "en")
+    assert "pushes in" not in text.lower() and "fixed camera" in text.lower()
+
+
+def test_examples_fill_the_form():
+    from playground import assistant
+
+    for task in TASKS:
+        exs = assistant.examples(task)
+        assert exs, task
+        for ex in exs:
+            values = assistant.values_from_fields(ex["fields"])
+            text, _ = assistant.build_preview(values, ex["mode"], ex["lang"])
+            assert text == ex["prompt"], (task, ex["title"])
 
 
 # ---------------------------------------------------------------------------------- images
@@ -310,3 +382,8 @@ def test_missing_weights_message_names_files_and_remedies(tmp_path, monkeypatch)
     assert "--demo" in msg
     with pytest.raises(discovery.WeightsMissing, match="offline"):
         discovery.download_weights("ti2v-5B", tmp_path)
+
+
+def test_discovery_repos_match_the_model_specs():
+    for task in TASKS:
+        assert discovery.HF_REPOS[task] == _spec(task).hf_repo, task
