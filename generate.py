@@ -1,0 +1,195 @@
+"""Command-line generation with official-style flags, over the same pipeline as the app.
+
+    python generate.py --task ti2v-5B --ckpt_dir ./Wan2.2-TI2V-5B --size 1280*704 \
+        --prompt "Two anthropomorphic cats in comfy boxing gear fight on a spotlighted stage."
+
+Flags follow the official ``generate.py`` (``--task --size --frame_num --ckpt_dir --offload_model
+--t5_cpu --save_file --prompt --base_seed --image --sample_solver --sample_steps --sample_shift
+--sample_guide_scale``); additions: ``--negative_prompt``, ``--device``, ``--dtype``, ``--any_size``
+and ``--quiet``. ``--sample_guide_scale`` takes one number (both experts, as official) or
+``LOW,HIGH`` for the A14B experts. The mp4 is written at the task's fps with the settings embedded
+as JSON in its ``comment`` tag (readable with ``wan.video.read_video_metadata``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+TASKS = ("t2v-A14B", "i2v-A14B", "ti2v-5B")
+SOLVERS = ("unipc", "dpm++", "euler")
+DTYPES = ("bfloat16", "float16", "float32")
+APP_NAME = "wan-playground"  # the app restores settings from videos tagged with this name
+
+EXAMPLE_PROMPTS = {
+    "t2v-A14B": "Two anthropomorphic cats in comfy boxing gear and bright gloves fight intensely on a spotlighted stage.",
+    "i2v-A14B": "The cat in the picture slowly turns its head toward the camera and blinks, soft afternoon light.",
+    "ti2v-5B": "Two anthropomorphic cats in comfy boxing gear and bright gloves fight intensely on a spotlighted stage.",
+}
+
+
+def str2bool(value: str) -> bool:
+    """Official-style boolean flag values: true/false, yes/no, 1/0, on/off (case-insensitive)."""
+    v = value.strip().lower()
+    if v in ("true", "yes", "1", "on", "y", "t"):
+        return True
+    if v in ("false", "no", "0", "off", "n", "f"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false); got {value!r}")
+
+
+def parse_size(value: str) -> tuple[int, int]:
+    """``"W*H"`` (official; ``x`` also accepted) -> ``(W, H)``."""
+    m = re.fullmatch(r"\s*(\d+)\s*[*xX]\s*(\d+)\s*", value)
+    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+        raise argparse.ArgumentTypeError(f"size must be WIDTH*HEIGHT, e.g. 1280*720; got {value!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def parse_guide_scale(value: str) -> float | tuple[float, float]:
+    """``"5.0"`` -> 5.0; ``"3.0,4.0"`` -> (low_noise, high_noise)."""
+    try:
+        parts = [float(p) for p in value.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) == 2:
+        return (parts[0], parts[1])
+    raise argparse.ArgumentTypeError(f"guide scale must be a number or LOW,HIGH; got {value!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="generate.py",
+        description="Generate a video with Wan 2.2 (T2V-A14B, I2V-A14B, TI2V-5B). Defaults follow the official configs.",
+    )
+    p.add_argument("--task", default="t2v-A14B", choices=TASKS, help="task to run (default: t2v-A14B)")
+    p.add_argument("--size", type=parse_size, default=None,
+                   help="output WIDTH*HEIGHT (official sizes; an area when an image is given); default: the task's")
+    p.add_argument("--frame_num", type=int, default=None, help="number of frames, 4n+1 (default: 81 A14B, 121 5B)")
+    p.add_argument("--ckpt_dir", required=True, help="checkpoint folder (official or Diffusers layout)")
+    p.add_argument("--offload_model", type=str2bool, default=None,
+                   help="keep one expert on the GPU at a time and the text encoder on the CPU (default: true on CUDA)")
+    p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
+    p.add_argument("--save_file", default=None, help="output .mp4 path (default: an auto name in the current folder)")
+    p.add_argument("--prompt", default=None, help="the prompt (default: an example prompt)")
+    p.add_argument("--negative_prompt", default=None, help="negative prompt (default: the official one)")
+    p.add_argument("--base_seed", type=int, default=-1, help="random seed; -1 draws one (default: -1)")
+    p.add_argument("--image", default=None, help="input image (required for i2v-A14B, optional for ti2v-5B)")
+    p.add_argument("--sample_solver", default="unipc", choices=SOLVERS, help="sampler (default: unipc)")
+    p.add_argument("--sample_steps", type=int, default=None, help="sampling steps (default: 40 A14B, 50 5B)")
+    p.add_argument("--sample_shift", type=float, default=None, help="flow shift (default: 12 T2V, 5 I2V/5B)")
+    p.add_argument("--sample_guide_scale", type=parse_guide_scale, default=None,
+                   help="classifier-free guidance: one number, or LOW,HIGH for the A14B experts")
+    p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
+    p.add_argument("--dtype", default=None, choices=DTYPES, help="DiT weight dtype (default: bfloat16 on CUDA, float32 on CPU)")
+    p.add_argument("--any_size", action="store_true", help="accept any size that is a multiple of 16 (A14B) / 32 (5B)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def default_save_file(task: str, size: tuple[int, int], prompt: str) -> Path:
+    """Official-style name: ``{task}_{W*H}_{prompt[:50]}_{time}.mp4`` with unsafe characters replaced."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d_%H%M%S")
+    words = re.sub(r"[^\w\-]+", "_", prompt[:50]).strip("_") or "video"
+    return Path(f"{task}_{size[0]}*{size[1]}_{words}_{stamp}.mp4".replace("*", "x"))
+
+
+def settings_dict(args: argparse.Namespace, pipe: Any, prompt: str, video_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The generation settings stored in the mp4 (field names as the app's GenerationRequest)."""
+    run = pipe.last_run
+    plan = run.plan
+    low, high = plan.guide_scale
+    guide: float | list[float] = [low, high] if pipe.spec.moe else low
+    _, frames, height, width = video_shape
+    return {
+        "app": APP_NAME,
+        "source": "generate.py",
+        "task": plan.task,
+        "prompt": prompt,
+        "negative_prompt": plan.negative_prompt,
+        "width": plan.width,
+        "height": plan.height,
+        "frame_num": plan.frame_num,
+        "fps": pipe.spec.sample_fps,
+        "sampling_steps": plan.sampling_steps,
+        "shift": plan.shift,
+        "guide_scale": guide,
+        "sample_solver": plan.sample_solver,
+        "seed": plan.seed,
+        "image": str(args.image) if args.image else None,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "video": {"width": width, "height": height, "frames": frames, "fps": pipe.spec.sample_fps},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    import torch
+    from tqdm import tqdm
+
+    import wan
+    from wan import video as wan_video
+    from wan.pipeline import GenerationCancelled, GenerationError, plan_generation
+
+    prompt = args.prompt if args.prompt is not None else EXAMPLE_PROMPTS[args.task]
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    kwargs: dict[str, Any] = {
+        "image": args.image,
+        "negative_prompt": args.negative_prompt,
+        "size": args.size,
+        "frame_num": args.frame_num,
+        "sampling_steps": args.sample_steps,
+        "shift": args.sample_shift,
+        "guide_scale": args.sample_guide_scale,
+        "sample_solver": args.sample_solver,
+        "seed": args.base_seed,
+    }
+    # check the request against the task's spec before loading any weights
+    try:
+        plan = plan_generation(wan.get_spec(args.task), prompt, any_size=args.any_size, **kwargs)
+    except GenerationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        pipe = wan.load_pipeline(
+            args.task, args.ckpt_dir, device=args.device, dtype=dtype, offload=args.offload_model,
+            t5_cpu=args.t5_cpu, any_size=args.any_size,
+        )  # fmt: skip
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"error: cannot load {args.task} from {args.ckpt_dir}: {e}", file=sys.stderr)
+        return 2
+    kwargs["seed"] = plan.seed  # the drawn seed is the one reported and stored
+    bar = tqdm(total=plan.sampling_steps, unit="step", disable=args.quiet, desc=args.task, file=sys.stderr)
+
+    def on_step(step: int, total: int, expert: str, latents: Any) -> None:
+        bar.set_postfix_str(expert)
+        bar.update(step - bar.n)
+
+    try:
+        video = pipe.generate(prompt, callback=on_step, **kwargs)
+    except GenerationCancelled as e:
+        print(f"cancelled: {e}", file=sys.stderr)
+        return 130
+    except GenerationError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        bar.close()
+    save_file = Path(args.save_file) if args.save_file else default_save_file(args.task, plan.size, prompt)
+    save_file.parent.mkdir(parents=True, exist_ok=True)
+    settings = settings_dict(args, pipe, prompt, tuple(video.shape))
+    wan_video.save_video(video, save_file, fps=pipe.spec.sample_fps, metadata=settings)
+    print(f"saved {save_file} ({video.shape[3]}x{video.shape[2]}, {video.shape[1]} frames, "
+          f"{pipe.spec.sample_fps} fps, seed {plan.seed})")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
