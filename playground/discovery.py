@@ -92,7 +92,7 @@ def missing_message(task: str, ckpt_dir: Path | None, reason: str | None = None)
         "A checkpoint folder holds (official layout):",
         files,
         "Get them with one of:",
-        f"  huggingface-cli download {repo} --local-dir ./ckpts/{repo.split('/')[-1]}   then   python app.py --ckpt-dir ./ckpts/{repo.split('/')[-1]}",
+        f"  hf download {repo} --local-dir ./ckpts/{repo.split('/')[-1]}   then   python app.py --ckpt-dir ./ckpts/{repo.split('/')[-1]}",
         "  python app.py --download          (downloads into the Hugging Face cache on first use)",
         "  python app.py --demo              (tiny random weights, to try the UI on CPU)",
     ]

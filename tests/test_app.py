@@ -373,7 +373,7 @@ def test_missing_weights_give_a_clear_message(tmp_path):
         msg = app_error(generate, c, "t2v-A14B", size="832*480")
         assert "t2v-A14B weights were not found" in msg and "HF_HUB_OFFLINE" in msg, msg
         assert "models_t5_umt5-xxl-enc-bf16.pth" in msg and "Wan2.1_VAE.pth" in msg and "high_noise_model" in msg
-        assert "huggingface-cli download Wan-AI/Wan2.2-T2V-A14B" in msg and "--demo" in msg
+        assert "hf download Wan-AI/Wan2.2-T2V-A14B" in msg and "--demo" in msg
         msg = app_error(generate, c, "ti2v-5B", size="128*96")  # real mode: the official sizes only
         assert "128*96 is not supported by ti2v-5B" in msg and "1280*704" in msg
         assert app_error(generate, c, "ti2v-5B", size="1280*704").count("ti2v-5B weights were not found") == 1

@@ -378,7 +378,7 @@ def test_missing_weights_message_names_files_and_remedies(tmp_path, monkeypatch)
     assert status.path is None and not status.ready
     msg = status.detail
     assert "ti2v-5B weights were not found" in msg and "HF_HUB_OFFLINE" in msg
-    assert "Wan2.2_VAE.pth" in msg and "huggingface-cli download Wan-AI/Wan2.2-TI2V-5B" in msg
+    assert "Wan2.2_VAE.pth" in msg and "hf download Wan-AI/Wan2.2-TI2V-5B" in msg
     assert "--demo" in msg
     with pytest.raises(discovery.WeightsMissing, match="offline"):
         discovery.download_weights("ti2v-5B", tmp_path)

@@ -468,7 +468,7 @@ def test_find_checkpoint_incomplete_hf_snapshot(tiny_ckpt, isolated_env: Path) -
     message = str(info.value)
     assert str(snapshot) in message and "Wan2.2_VAE.pth" in message
     assert "diffusion_pytorch_model-00001-of-00002.safetensors" in message
-    assert "huggingface-cli download Wan-AI/Wan2.2-TI2V-5B" in message
+    assert "hf download Wan-AI/Wan2.2-TI2V-5B" in message
     # a complete older snapshot of the same repo is preferred over the incomplete one
     older = _fake_hf_snapshot(isolated_env, "Wan-AI/Wan2.2-TI2V-5B", tiny_ckpt("ti2v-5B"), revision="older")
     (isolated_env / "models--Wan-AI--Wan2.2-TI2V-5B" / "refs" / "main").write_text("0123abcd")
@@ -516,7 +516,7 @@ def test_download_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> No
         loading.download_checkpoint("i2v-A14B", tmp_path / "dl")
     message = str(info.value)
     assert "Wan-AI/Wan2.2-I2V-A14B" in message and "HF_HUB_OFFLINE" in message
-    assert f"huggingface-cli download Wan-AI/Wan2.2-I2V-A14B --local-dir {tmp_path / 'dl'}" in message
+    assert f"hf download Wan-AI/Wan2.2-I2V-A14B --local-dir {tmp_path / 'dl'}" in message
     assert "high_noise_model/config.json" in message and "Wan2.1_VAE.pth" in message
 
 
@@ -528,7 +528,7 @@ def test_download_network_failure(monkeypatch: pytest.MonkeyPatch) -> None:
         raise ConnectionError("Name or service not known")
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fail)
-    with pytest.raises(CheckpointError, match=r"downloading Wan-AI/Wan2\.2-TI2V-5B-Diffusers failed \(ConnectionError.*huggingface-cli download Wan-AI/Wan2\.2-TI2V-5B-Diffusers"):
+    with pytest.raises(CheckpointError, match=r"downloading Wan-AI/Wan2\.2-TI2V-5B-Diffusers failed \(ConnectionError.*hf download Wan-AI/Wan2\.2-TI2V-5B-Diffusers"):
         loading.download_checkpoint("ti2v-5B", layout="diffusers")
 
 

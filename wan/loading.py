@@ -692,7 +692,7 @@ def _other_task_hint(spec: ModelSpec, folder: Path) -> str:
 def _download_command(spec: ModelSpec, layout: str, local_dir: Path | None = None) -> str:
     repo = spec.hf_repo if layout == "official" else spec.hf_diffusers_repo
     dest = local_dir if local_dir is not None else Path("./ckpts") / repo.split("/")[-1]
-    return f"huggingface-cli download {repo} --local-dir {dest}"
+    return f"hf download {repo} --local-dir {dest}"
 
 
 def find_checkpoint(task: str, ckpt_dir: str | Path | None = None) -> Path | None:
@@ -728,7 +728,7 @@ def download_checkpoint(task: str, local_dir: str | Path | None = None, *, layou
     """Downloads the task's checkpoint from the Hugging Face Hub with ``snapshot_download`` (into the
     hub cache, or ``local_dir``) and returns the folder after checking it is complete.
 
-    Raises ``CheckpointError`` (naming the repo, the files and the ``huggingface-cli download``
+    Raises ``CheckpointError`` (naming the repo, the files and the ``hf download``
     command) when ``HF_HUB_OFFLINE`` is set, when the download fails, or when files are missing.
     """
     spec = get_spec(task)
