@@ -90,6 +90,9 @@ _EN = {
     "run.done": "Done in {seconds}s · seed {seed} · {width}×{height} · {frames} frames @ {fps} fps",
     "run.restored": "Restored result {id} ({task}).",
     "run.prefilled": "Form pre-filled from the link ({task}).",
+    "estimate.video": "{frames} frames @ {fps} fps = {seconds} s of video",
+    "estimate.gpu": "estimated GPU time ≈ {seconds} s (H100-class, bf16)",
+    "estimate.over_zerogpu": "over the ZeroGPU limit of {limit} s: lower steps, frames or resolution",
 }
 
 _KO = {
@@ -165,6 +168,9 @@ _KO = {
     "run.done": "{seconds}초 만에 완료 · 시드 {seed} · {width}×{height} · {frames}프레임 @ {fps} fps",
     "run.restored": "결과 {id} ({task})를 복원했습니다.",
     "run.prefilled": "링크의 값으로 양식을 채웠습니다 ({task}).",
+    "estimate.video": "{frames}프레임 @ {fps} fps = 영상 {seconds}초",
+    "estimate.gpu": "예상 GPU 시간 ≈ {seconds}초 (H100급, bf16)",
+    "estimate.over_zerogpu": "ZeroGPU 한도 {limit}초 초과: 스텝, 프레임 수 또는 해상도를 낮추세요",
 }
 
 _ZH = {
@@ -240,6 +246,9 @@ _ZH = {
     "run.done": "用时 {seconds} 秒 · 种子 {seed} · {width}×{height} · {frames} 帧 @ {fps} fps",
     "run.restored": "已恢复结果 {id}（{task}）。",
     "run.prefilled": "已根据链接填写表单（{task}）。",
+    "estimate.video": "{frames} 帧 @ {fps} fps = {seconds} 秒视频",
+    "estimate.gpu": "预计 GPU 时间 ≈ {seconds} 秒（H100 级，bf16）",
+    "estimate.over_zerogpu": "超过 ZeroGPU 上限 {limit} 秒：请减少步数、帧数或分辨率",
 }
 
 # Korean labels of the official vocabulary (groups and terms), keyed by the English label.

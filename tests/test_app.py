@@ -164,6 +164,22 @@ def test_named_api_endpoints(app_server):
     assert "guide_scale" in [p["parameter_name"] for p in named["/generate_ti2v"]["parameters"]]
 
 
+def test_used_seed_hidden_until_a_result_and_estimate_localized(app_server):
+    # gr.Number shows an empty value as 0 in the browser, so the "Used seed" box starts hidden
+    with urllib.request.urlopen(app_server.url + "config", timeout=10) as r:
+        config = json.loads(r.read())
+    seeds = [c["props"] for c in config["components"] if "used-seed" in (c["props"].get("elem_classes") or [])]
+    assert len(seeds) == 3 and all(p["visible"] is False and p.get("value") is None for p in seeds), seeds
+    # the info line under Generate follows the request's language (en / ko / zh)
+    import app
+
+    assert app._estimate_text("t2v-A14B", "128*96", 9, 16, 4, demo=True) == "9 frames @ 16 fps = 0.6 s of video"
+    assert app._estimate_text("t2v-A14B", "128*96", 9, 16, 4, demo=True, lang="ko") == "9프레임 @ 16 fps = 영상 0.6초"
+    zh = app._estimate_text("t2v-A14B", "832*480", 81, 16, 40, demo=False, lang="zh")
+    assert zh.startswith("81 帧 @ 16 fps = 5.1 秒视频 · 预计 GPU 时间 ≈ ") and zh.endswith("秒（H100 级，bf16）"), zh
+    assert app._estimate_text("t2v-A14B", "not a size", 81, 16, 40, demo=False, lang="ko") == ""
+
+
 @pytest.mark.parametrize("task", list(API))
 def test_generate_each_tab(app_server, task):
     t0 = time.perf_counter()
