@@ -43,11 +43,16 @@ def str2bool(value: str) -> bool:
 
 
 def parse_size(value: str) -> tuple[int, int]:
-    """``"W*H"`` (official; ``x`` also accepted) -> ``(W, H)``."""
-    m = re.fullmatch(r"\s*(\d+)\s*[*xX]\s*(\d+)\s*", value)
-    if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
-        raise argparse.ArgumentTypeError(f"size must be WIDTH*HEIGHT, e.g. 1280*720; got {value!r}")
-    return int(m.group(1)), int(m.group(2))
+    """``"W*H"`` (official; ``x`` also accepted) -> ``(W, H)``, by the pipeline's own parser."""
+    from wan.pipeline import GenerationError
+    from wan.pipeline import parse_size as pipeline_parse_size
+
+    try:
+        return pipeline_parse_size(value)
+    except GenerationError:
+        raise argparse.ArgumentTypeError(
+            f"size must be WIDTH*HEIGHT with two positive integers, e.g. 1280*720; got {value!r}"
+        ) from None
 
 
 def parse_guide_scale(value: str) -> float | tuple[float, float]:
@@ -131,7 +136,6 @@ def settings_dict(args: argparse.Namespace, pipe: Any, prompt: str, video_shape:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    import torch
     from tqdm import tqdm
 
     import wan
@@ -139,7 +143,6 @@ def main(argv: list[str] | None = None) -> int:
     from wan.pipeline import GenerationCancelled, GenerationError, plan_generation
 
     prompt = args.prompt if args.prompt is not None else EXAMPLE_PROMPTS[args.task]
-    dtype = getattr(torch, args.dtype) if args.dtype else None
     kwargs: dict[str, Any] = {
         "image": args.image,
         "negative_prompt": args.negative_prompt,
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         pipe = wan.load_pipeline(
-            args.task, args.ckpt_dir, device=args.device, dtype=dtype, offload=args.offload_model,
+            args.task, args.ckpt_dir, device=args.device, dtype=args.dtype, offload=args.offload_model,
             t5_cpu=args.t5_cpu, any_size=args.any_size,
         )  # fmt: skip
     except (ValueError, RuntimeError, OSError) as e:

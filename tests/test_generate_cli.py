@@ -109,3 +109,13 @@ def test_argparse_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "boolean" in capsys.readouterr().err
     assert cli.main(["--task", "t2v-A14B", "--ckpt_dir", str(tmp_path / "missing"), "--device", "cpu"]) == 2
     assert "cannot load t2v-A14B" in capsys.readouterr().err
+
+
+def test_size_flag_uses_the_pipeline_parser() -> None:
+    import argparse
+
+    cli = load_generate_module()
+    assert cli.parse_size("1280*720") == (1280, 720) and cli.parse_size(" 832 x 480 ") == (832, 480)
+    for bad in ("1280*0", "0*720", "1280x", "big", "1280*720*1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="size must be WIDTH\\*HEIGHT with two positive integers"):
+            cli.parse_size(bad)

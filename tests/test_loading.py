@@ -111,6 +111,14 @@ def test_write_rejects_bad_layout(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- loading
 
 
+def test_synthetic_resnet_names_are_the_loaders_inverse() -> None:
+    from wan.modules.vae_blocks import DIFFUSERS_RESNET_TO_OFFICIAL
+
+    inverse = synthetic._resnet_to_diffusers()
+    assert {official: theirs for theirs, official in inverse.items()} == DIFFUSERS_RESNET_TO_OFFICIAL
+    assert inverse["residual.0.gamma"] == "norm1.gamma" and inverse["shortcut.bias"] == "conv_shortcut.bias"
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("task", TASKS)
 def test_load_components(tiny_ckpt, task: str, layout: str) -> None:
@@ -309,6 +317,19 @@ def test_diffusers_unknown_key(tiny_ckpt_copy) -> None:
     _rewrite(root / "transformer_2" / ST, lambda sd: sd.__setitem__("blocks.0.attn2.add_k_proj.weight", torch.zeros(2)))
     with pytest.raises(CheckpointError, match=r"transformer_2: not a Diffusers WanTransformer3DModel.*add_k_proj"):
         loading.load_dit(root / "transformer_2", dtype=torch.float32)
+
+
+def test_diffusers_key_conversion_bug_is_not_reported_as_a_bad_checkpoint(tiny_ckpt, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the converter's DiTCheckpointError becomes a CheckpointError naming the folder; a bug
+    (any other exception) propagates unchanged instead of blaming the user's files."""
+    from wan.modules import model as model_mod
+
+    def broken(sd):  # noqa: ANN001, ANN202
+        raise TypeError("a bug in the converter")
+
+    monkeypatch.setattr(model_mod, "convert_diffusers_dit_state_dict", broken)
+    with pytest.raises(TypeError, match="a bug in the converter"):
+        loading.inspect_dit(tiny_ckpt("ti2v-5B", "diffusers") / "transformer")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

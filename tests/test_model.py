@@ -14,14 +14,17 @@ shape by shape against ``tests/data/official-keys_dit.txt`` (dumped from the off
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from torch import Tensor, nn
 
 from wan.modules import attention as attention_mod
+from wan.modules import model as model_mod
 from wan.modules.attention import AttentionBackendError, attention, available_backends, select_backend
 from wan.modules.model import (
     DiTCheckpointError,
@@ -291,6 +294,37 @@ def test_meta_construction_then_assign_load_runs(no_backend_env: None) -> None:
     assert torch.equal(run_ours(model.eval(), inputs), run_ours(source, inputs))
 
 
+def test_rope_table_is_cached_per_grid_and_bounded(no_backend_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The RoPE table is built once per (grid, device) and reused; the cache is small, outside the
+    state dict, and a cached table gives the same output as a fresh one."""
+    source = tiny_model("t2v", seed=3)
+    with torch.device("meta"):
+        model = WanModel(source.config)
+    keys = list(model.state_dict())
+    model.load_state_dict(source.state_dict(), strict=True, assign=True)
+    model.eval()
+    built: list[tuple[int, int, int]] = []
+    original = model_mod.rope_frequencies
+
+    def counting(grid: tuple[int, int, int], head_dim: int, device: torch.device | str) -> Tensor:
+        built.append(tuple(grid))
+        return original(grid, head_dim, device)
+
+    monkeypatch.setattr(model_mod, "rope_frequencies", counting)
+    inputs = make_inputs(model.config, batch=1, grid=(2, 4, 6), seed=4)
+    first = run_ours(model, inputs)
+    second = run_ours(model, inputs)  # e.g. the unconditional pass of the same step
+    assert built == [(2, 2, 3)] and torch.equal(first, second)
+    torch.testing.assert_close(model.rope_table((2, 2, 3), torch.device("cpu")), original((2, 2, 3), 16, "cpu"), rtol=0, atol=0)
+    fresh = WanModel(source.config)
+    fresh.load_state_dict(source.state_dict())
+    assert torch.equal(run_ours(fresh.eval(), inputs), first)
+    for grid in [(1, 2, 2), (3, 2, 2), (1, 4, 4), (2, 2, 3)]:
+        model.rope_table(grid, torch.device("cpu"))
+    assert len(model._rope_cache) <= model_mod.ROPE_CACHE_SIZE
+    assert list(model.state_dict()) == keys and list(model.buffers()) == []
+
+
 def test_diffusers_key_round_trip() -> None:
     sd = tiny_model("ti2v").state_dict()
     theirs = to_diffusers_dit_state_dict(sd)
@@ -429,3 +463,40 @@ def test_unknown_backend_and_bad_shapes(monkeypatch: pytest.MonkeyPatch) -> None
         attention(q[0], q[0], q[0])
     with pytest.raises(ValueError, match="must agree"):
         attention(q, q[..., :8], q[..., :8])
+
+
+def test_flash_import_is_cached_and_broken_installs_warn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not installed -> None silently; installed but failing (undefined symbol, missing extension)
+    -> one warning naming the module and the error; either way the import is tried only once."""
+    calls: list[str] = []
+
+    def fake_import(module: str) -> Any:
+        calls.append(module)
+        if module == "flash_attn_interface":
+            raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+        raise ImportError("flash_attn_2_cuda.so: undefined symbol: _ZN3c104cuda9SetDevice")
+
+    monkeypatch.setattr(attention_mod.importlib, "import_module", fake_import)
+    attention_mod._import_flash.cache_clear()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a missing library must not warn
+            assert attention_mod._import_flash("flash_attn_3") is None
+            assert attention_mod._import_flash("flash_attn_3") is None
+        with pytest.warns(RuntimeWarning, match=r"'flash_attn' is installed but cannot be imported.*undefined symbol"):
+            assert attention_mod._import_flash("flash_attn_2") is None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # cached: no second import, no second warning
+            assert attention_mod._import_flash("flash_attn_2") is None
+            assert available_backends() == ("sdpa",)
+        assert calls == ["flash_attn_interface", "flash_attn"]
+
+        def missing_extension(module: str) -> Any:
+            raise ModuleNotFoundError("No module named 'flash_attn_2_cuda'", name="flash_attn_2_cuda")
+
+        monkeypatch.setattr(attention_mod.importlib, "import_module", missing_extension)
+        attention_mod._import_flash.cache_clear()
+        with pytest.warns(RuntimeWarning, match="flash_attn_2_cuda"):
+            assert attention_mod._import_flash("flash_attn_2") is None
+    finally:
+        attention_mod._import_flash.cache_clear()

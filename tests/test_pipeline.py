@@ -359,3 +359,44 @@ def test_callback_contract_and_cancel(checkpoints: dict[tuple[str, str], Path]) 
     # the pipeline is still usable after a cancel
     video = pipe.generate("", image=image, size=(80, 48), frame_num=FRAMES, sampling_steps=2, seed=0)
     assert video.shape == (3, FRAMES, 48, 80) and math.isfinite(video.sum().item())
+
+
+# ------------------------------------------------------------------------------------ dtypes
+
+
+def test_dtype_names_and_text_encoder_dtype(checkpoints: dict[tuple[str, str], Path]) -> None:
+    """dtype may be a name; umT5 runs in bf16 unless the DiT is fp32 (it overflows in fp16)."""
+    ckpt = checkpoints[("ti2v-5B", "official")]
+    fp16 = load_pipeline("ti2v-5B", ckpt, device="cpu", dtype="float16", offload=False)
+    assert fp16.dtype == torch.float16 and fp16.text_encoder.dtype == torch.bfloat16
+    fp32 = load_pipeline("ti2v-5B", ckpt, device="cpu", dtype="fp32", offload=False)
+    assert fp32.dtype == torch.float32 and fp32.text_encoder.dtype == torch.float32
+    explicit = load_pipeline("ti2v-5B", ckpt, device="cpu", dtype=torch.bfloat16, t5_dtype="float32", offload=False)
+    assert explicit.text_encoder.dtype == torch.float32
+    for bad in ({"dtype": "int8"}, {"dtype": "half-ish"}, {"t5_dtype": torch.int64}):
+        with pytest.raises(ValueError, match="dtype must be a floating torch.dtype"):
+            load_pipeline("ti2v-5B", ckpt, device="cpu", **bad)
+
+
+def test_low_precision_dit_keeps_float32_parameters(checkpoints: dict[tuple[str, str], Path]) -> None:
+    """A bf16 pipeline keeps the parameters the forward computes in fp32 (time embedding/projection,
+    modulation, head, norm3) in fp32 and the rest in bf16, through offloading too, and still runs."""
+    from wan.modules.model import is_float32_parameter
+
+    pipe = load_pipeline("t2v-A14B", checkpoints[("t2v-A14B", "official")], device="cpu", dtype="bfloat16",
+                         offload=True, any_size=True)  # fmt: skip
+
+    def check_dtypes() -> None:
+        for model in pipe.experts.experts.values():
+            dtypes = {name: p.dtype for name, p in model.named_parameters()}
+            kept = {n for n in dtypes if is_float32_parameter(n)}
+            assert {"time_projection.1.weight", "head.head.weight", "blocks.0.modulation", "blocks.1.norm3.bias"} <= kept
+            assert all(dtypes[n] == torch.float32 for n in kept)
+            assert all(d == torch.bfloat16 for n, d in dtypes.items() if n not in kept)
+
+    check_dtypes()
+    assert pipe.dtype == torch.bfloat16 and pipe.text_encoder.dtype == torch.bfloat16
+    video = pipe.generate(PROMPT, size=(80, 48), frame_num=FRAMES, sampling_steps=2, shift=1.0, seed=1)
+    assert video.dtype == torch.float32 and math.isfinite(video.sum().item())
+    assert pipe.last_run is not None and pipe.last_run.loads == 2
+    check_dtypes()  # the offloader's masters kept each parameter's own dtype

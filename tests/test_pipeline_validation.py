@@ -41,6 +41,10 @@ CASES: list[tuple[Any, dict[str, Any], str, str]] = [
     (T2V, {"size": (1280, 704)}, "size", r"1280\*704 is not supported by t2v-A14B; allowed.*1280\*720, 720\*1280, 832\*480, 480\*832.*any_size"),
     (TI2V, {"size": "1280*720"}, "size", r"allowed.*1280\*704, 704\*1280"),
     (T2V, {"size": "big"}, "size", "W\\*H"),
+    (T2V, {"size": "1280*0"}, "size", r"'W\*H' string of two positive integers such as '1280\*720'"),
+    (T2V, {"size": "0x720"}, "size", "two positive integers"),
+    (T2V, {"size": "1280*720*3"}, "size", "W\\*H"),
+    (T2V, {"size": "\u00b2*720"}, "size", "W\\*H"),  # a unicode digit, not an ASCII one
     (T2V, {"size": (1280,)}, "size", "two positive integers"),
     (T2V, {"size": (0, 720)}, "size", "two positive integers"),
     (T2V, {"size": (1280.0, 720.0)}, "size", "two positive integers"),
@@ -102,6 +106,27 @@ def test_unreadable_image_file(tmp_path: Path) -> None:
     assert info.value.field == "image"
 
 
+def test_oversized_or_invalid_image_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decompression bomb (over twice PIL's pixel limit) and PIL's ValueErrors become GenerationError."""
+    from PIL import Image as PILImage
+
+    path = tmp_path / "big.png"
+    rgb(64, 64).save(path)
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # 64*64 > 2 * 1000
+    with pytest.raises(GenerationError, match=r"'big\.png' is too large to open safely.*size limit") as info:
+        plan_generation(TI2V, "x", image=path)
+    assert info.value.field == "image"
+    monkeypatch.undo()
+
+    def bad_open(*_: Any, **__: Any) -> Any:
+        raise ValueError("Unsupported BMP compression")
+
+    monkeypatch.setattr(PILImage, "open", bad_open)
+    with pytest.raises(GenerationError, match=r"cannot read 'big\.png' as an image \(Unsupported BMP") as info:
+        plan_generation(TI2V, "x", image=path)
+    assert info.value.field == "image"
+
+
 def test_defaults_come_from_the_spec() -> None:
     plan = plan_generation(T2V, "a cat", seed=3)
     assert (plan.width, plan.height) == (1280, 720)
@@ -117,6 +142,7 @@ def test_defaults_come_from_the_spec() -> None:
     assert plan_generation(T2V, "x", guide_scale=2).guide_scale == (2.0, 2.0)
     assert plan_generation(T2V, "x", guide_scale=[1, 6]).guide_scale == (1.0, 6.0)
     assert plan_generation(T2V, "x", size="832*480").size == (832, 480)
+    assert plan_generation(T2V, "x", size=" 832 X 480 ").size == (832, 480)
     assert plan_generation(T2V, "x", size=(64, 48), any_size=True).latent_shape == (16, 21, 6, 8)
 
 

@@ -17,6 +17,7 @@ from wan.modules.t5 import (
     TextEncoder,
     clean_prompt,
     convert_official_t5_state_dict,
+    load_t5_state_dict_file,
     pad_context,
     umt5_config_from_state_dict,
 )
@@ -361,6 +362,70 @@ def test_corrupt_and_missing_files(tmp_path: Path, tokenizer_dir: Path, official
         TextEncoder.from_official(tmp_path / "absent.pth", tokenizer_dir, dtype=torch.float32)
     with pytest.raises(FileNotFoundError, match="tokenizer folder not found"):
         TextEncoder.from_official(official_file, tmp_path / "google" / "umt5-xxl", dtype=torch.float32)
+
+
+def test_missing_files_are_checkpoint_errors_naming_the_path(tmp_path: Path, tokenizer_dir: Path, official_file: Path) -> None:
+    from wan.errors import CheckpointError
+
+    cases = [
+        (lambda: TextEncoder.from_official(tmp_path / "absent.pth", tokenizer_dir), tmp_path / "absent.pth", "umT5 encoder weights"),
+        (lambda: TextEncoder.from_official(official_file, tmp_path / "tok"), tmp_path / "tok", "tokenizer files"),
+        (lambda: TextEncoder.from_hf(tmp_path / "te", tokenizer_dir), tmp_path / "te" / "config.json", "config.json and model.safetensors"),
+    ]
+    for load, path, expected in cases:
+        with pytest.raises(T5CheckpointError) as info:
+            load()
+        assert isinstance(info.value, CheckpointError) and isinstance(info.value, FileNotFoundError)
+        assert str(info.value).startswith(f"{path}: ") and expected in str(info.value)
+
+
+def test_pth_reader_retries_without_mmap_only_for_mmap_errors(
+    tmp_path: Path, official_sd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    legacy = tmp_path / "legacy.pth"
+    torch.save(official_sd, legacy, _use_new_zipfile_serialization=False)  # cannot be memory-mapped
+    loaded = load_t5_state_dict_file(legacy)
+    assert set(loaded) == set(official_sd) and torch.equal(loaded["norm.weight"], official_sd["norm.weight"])
+
+    calls: list[bool] = []
+    real_load = torch.load
+
+    def failing_load(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(bool(kwargs.get("mmap")))
+        if kwargs.get("mmap"):
+            raise RuntimeError("PytorchStreamReader failed reading zip archive: failed finding central directory")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", failing_load)
+    with pytest.raises(T5CheckpointError, match=r"legacy\.pth: cannot read.*central directory"):
+        load_t5_state_dict_file(legacy)
+    assert calls == [True]  # not retried: the error has nothing to do with mmap
+
+
+def test_tied_embedding_is_cast_once(official_sd) -> None:
+    """The embedding appears under two HF names but is one tensor: a dtype change makes one copy."""
+    from torch.overrides import TorchFunctionMode
+
+    from wan.modules import t5 as t5_mod
+
+    bf16 = {k: v.to(torch.bfloat16) for k, v in official_sd.items()}
+    embedding = bf16["token_embedding.weight"]
+    hf_sd = convert_official_t5_state_dict(bf16)
+    casts: list[int] = []
+
+    class CountCasts(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            if func is torch.Tensor.to and args and args[0] is embedding:
+                casts.append(1)
+            return func(*args, **(kwargs or {}))
+
+    with CountCasts():
+        model = t5_mod._build_encoder(
+            umt5_config_from_state_dict(bf16), hf_sd, torch.float32, torch.device("cpu"), "mem", official_names=True
+        )
+    assert len(casts) == 1
+    assert model.shared.weight is model.encoder.embed_tokens.weight and model.shared.weight.dtype == torch.float32
+    assert torch.equal(model.shared.weight, embedding.float())
 
 
 def test_tokenizer_vocab_larger_than_model_is_rejected(tmp_path: Path, tokenizer_dir: Path) -> None:

@@ -89,6 +89,42 @@ def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.mp4"]
 
 
+def test_error_while_writing_closes_the_writer_and_removes_the_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error between frames (e.g. Ctrl-C) stops ffmpeg via writer.close() and deletes the partial file."""
+    import imageio_ffmpeg
+
+    real_write_frames = imageio_ffmpeg.write_frames
+    events: list[str] = []
+
+    class Interrupted(Exception):
+        pass
+
+    class Writer:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            self.inner = real_write_frames(*args, **kwargs)
+            self.sent = 0
+
+        def send(self, frame: object) -> None:
+            if frame is not None:
+                self.sent += 1
+                if self.sent == 3:
+                    raise Interrupted("stopped after two frames")
+            self.inner.send(frame)
+
+        def close(self) -> None:
+            events.append("close")
+            self.inner.close()
+
+    monkeypatch.setattr(imageio_ffmpeg, "write_frames", Writer)
+    target = tmp_path / "out.mp4"
+    with pytest.raises(Interrupted):
+        wan_video.save_video(ramp_video(frames=9), target, fps=16)
+    assert events == ["close"]
+    assert list(tmp_path.iterdir()) == []  # no partial file left behind, nothing at the target
+
+
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [

@@ -61,6 +61,7 @@ __all__ = [
     "load_vae",
     "missing_files",
     "required_files",
+    "resolve_dtype",
 ]
 
 Layout = Literal["official", "diffusers"]
@@ -97,7 +98,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _resolve_dtype(dtype: Any) -> torch.dtype:
+def resolve_dtype(dtype: Any) -> torch.dtype:
+    """A ``torch.dtype`` from a dtype or a name (``"bfloat16"``/``"bf16"``, ``"float16"``/``"fp16"``,
+    ``"float32"``/``"fp32"``, optionally prefixed ``"torch."``). Raises ``ValueError`` otherwise."""
     import torch
 
     if isinstance(dtype, torch.dtype):
@@ -269,11 +272,11 @@ def _inspect_dit(model_dir: Path, text_dim: int | None, spec: ModelSpec | None) 
 
 
 def _convert_dit_keys(sd: Mapping[str, Tensor], model_dir: Path) -> dict[str, Tensor]:
-    from .modules.model import convert_diffusers_dit_state_dict
+    from .modules.model import DiTCheckpointError, convert_diffusers_dit_state_dict
 
     try:
         return convert_diffusers_dit_state_dict(sd)
-    except Exception as exc:  # DiTCheckpointError: unknown keys
+    except DiTCheckpointError as exc:  # unknown keys; anything else is a bug and propagates as is
         raise CheckpointError(f"{model_dir}: not a Diffusers WanTransformer3DModel state dict ({exc})") from exc
 
 
@@ -307,7 +310,7 @@ def load_dit(
 
     from .modules.model import WanModel, is_float32_parameter
 
-    dtype = _resolve_dtype(dtype)
+    dtype = resolve_dtype(dtype)
     device = torch.device(device)
     source = _inspect_dit(Path(model_dir), text_dim, spec)
     sd = _read_safetensors(source.files)
@@ -429,7 +432,7 @@ def load_text_encoder(
         raise CheckpointError(
             f"{tokenizer}: tokenizer folder missing or empty (expected {', '.join(_TOKENIZER_MARKERS)})"
         )
-    dtype = _resolve_dtype(dtype)
+    dtype = resolve_dtype(dtype)
     try:
         if layout == "official":
             return TextEncoder.from_official(weights, tokenizer, dtype=dtype, device=device, text_len=spec.text_len)
@@ -516,7 +519,7 @@ def load_components(
     layout = layout or detect_layout(root)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    dtype = _resolve_dtype(dtype)
+    dtype = resolve_dtype(dtype)
     missing = missing_files(spec.task, root, layout)
     if missing:
         raise CheckpointError(f"{root}: incomplete {layout} {spec.task} checkpoint, missing {_listed(missing)}")

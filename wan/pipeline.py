@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,7 @@ __all__ = [
     "best_output_size",
     "i2v_a14b_output_size",
     "load_pipeline",
+    "parse_size",
     "plan_generation",
 ]
 
@@ -131,13 +133,21 @@ def _fmt_size(size: tuple[int, int]) -> str:
     return f"{size[0]}*{size[1]}"
 
 
-def _parse_size(size: Any) -> tuple[int, int]:
-    """``(W, H)`` from a pair of ints or an official ``"W*H"`` string."""
+_SIZE_RE = re.compile(r"\s*(\d+)\s*[*xX]\s*(\d+)\s*", re.ASCII)
+
+
+def parse_size(size: Any) -> tuple[int, int]:
+    """``(W, H)`` from a pair of positive ints or an official ``"W*H"`` string (``"WxH"`` also accepted).
+
+    Raises ``GenerationError(field="size")`` naming the accepted forms.
+    """
     if isinstance(size, str):
-        parts = size.lower().replace("x", "*").split("*")
-        if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
-            return int(parts[0]), int(parts[1])
-        raise GenerationError("size", f"must be (width, height) or a 'W*H' string such as '1280*720'; got {size!r}")
+        m = _SIZE_RE.fullmatch(size)
+        if m is not None and int(m.group(1)) > 0 and int(m.group(2)) > 0:
+            return int(m.group(1)), int(m.group(2))
+        raise GenerationError(
+            "size", f"must be (width, height) or a 'W*H' string of two positive integers such as '1280*720'; got {size!r}"
+        )
     if isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_int(v) for v in size):
         w, h = int(size[0]), int(size[1])
         if w > 0 and h > 0:
@@ -196,7 +206,11 @@ def _load_image(image: Any) -> PILImage.Image:
         try:
             with Image.open(path) as im:
                 return im.convert("RGB")
-        except OSError as e:
+        except Image.DecompressionBombError as e:  # not an OSError; raised above 2 * MAX_IMAGE_PIXELS
+            raise GenerationError(
+                "image", f"{path.name!r} is too large to open safely: {e} (the size limit is PIL.Image.MAX_IMAGE_PIXELS)"
+            ) from e
+        except (OSError, ValueError) as e:  # unknown format, truncated data, bad header values
             raise GenerationError("image", f"cannot read {path.name!r} as an image ({e})") from e
     if isinstance(image, Image.Image):
         if image.width < 1 or image.height < 1:
@@ -270,7 +284,7 @@ def plan_generation(
     if image is None and not prompt.strip():
         raise GenerationError("prompt", "must not be empty for a text-only generation")
     # -- size
-    size_wh = spec.default_size if size is None else _parse_size(size)
+    size_wh = spec.default_size if size is None else parse_size(size)
     multiple = spec.size_multiple
     if any_size:
         bad = [f"{name}={v}" for name, v in zip(("width", "height"), size_wh, strict=True) if v < multiple or v % multiple]
@@ -706,15 +720,31 @@ def _default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+def _floating_dtype(value: Any, name: str) -> torch.dtype:
+    """``value`` (a dtype or its name, see ``loading.resolve_dtype``) as a floating ``torch.dtype``."""
+    from .loading import resolve_dtype
+
+    try:
+        dtype: torch.dtype | None = resolve_dtype(value)
+    except ValueError:
+        dtype = None
+    if dtype is None or not dtype.is_floating_point:
+        raise ValueError(
+            f"{name} must be a floating torch.dtype (torch.bfloat16, torch.float16, torch.float32) or its name "
+            f"('bfloat16', 'float16', 'float32'); got {value!r}"
+        )
+    return dtype
+
+
 def load_pipeline(
     task: str,
     ckpt_dir: str | Path,
     device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     offload: bool | None = None,
     *,
     t5_cpu: bool = False,
-    t5_dtype: torch.dtype | None = None,
+    t5_dtype: torch.dtype | str | None = None,
     any_size: bool = False,
 ) -> WanVideoPipeline:
     """Loads ``task`` from ``ckpt_dir`` (official or Diffusers layout) into a ``WanVideoPipeline``.
@@ -722,6 +752,10 @@ def load_pipeline(
     ``device`` defaults to CUDA when available, else CPU; ``dtype`` (of the DiT weights) to bfloat16
     on CUDA and float32 on CPU; ``offload`` (one expert on the device at a time, text encoder back on
     the CPU after use) to True on CUDA, False on CPU. ``t5_cpu`` keeps the text encoder on the CPU.
+    ``dtype``/``t5_dtype`` may be given as names (``"bfloat16"``, ``"fp16"``, ...). ``t5_dtype`` (of the
+    umT5 weights) defaults to float32 when ``dtype`` is float32 and to bfloat16 otherwise (umT5
+    overflows in float16; the official encoder is bf16). The DiT parameters that the forward computes
+    in float32 anyway (``is_float32_parameter``) are kept in float32 whatever ``dtype`` is.
     ``any_size`` accepts any width/height that is a multiple of the task's ``size_multiple``.
     """
     from .configs import get_spec
@@ -731,9 +765,13 @@ def load_pipeline(
     dev = _default_device() if device is None else torch.device(device)
     if dtype is None:
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating torch.dtype (torch.bfloat16, torch.float16, torch.float32); got {dtype!r}")
+    dtype = _floating_dtype(dtype, "dtype")
+    if t5_dtype is None:
+        t5_dtype = dtype if dtype == torch.float32 else torch.bfloat16
+    t5_dtype = _floating_dtype(t5_dtype, "t5_dtype")
     if offload is None:
         offload = dev.type == "cuda"
-    components = load_components(spec.task, ckpt_dir, dtype=dtype, device="cpu", t5_dtype=t5_dtype)
+    components = load_components(
+        spec.task, ckpt_dir, dtype=dtype, device="cpu", t5_dtype=t5_dtype, keep_float32=True
+    )
     return WanVideoPipeline(components, device=dev, offload=offload, t5_cpu=t5_cpu, any_size=any_size)

@@ -24,6 +24,7 @@ by ``diffusers.WanPipeline`` / ``WanImageToVideoPipeline.from_pretrained``.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import zlib
@@ -210,20 +211,24 @@ def tiny_weights(task: str, *, seed: int = 0) -> TinyWeights:
 
 # ----------------------------------------------------------------------------- official -> Diffusers names
 
-_RESNET_TO_DIFFUSERS: Final[dict[str, str]] = {
-    "residual.0.gamma": "norm1.gamma",
-    "residual.2.weight": "conv1.weight",
-    "residual.2.bias": "conv1.bias",
-    "residual.3.gamma": "norm2.gamma",
-    "residual.6.weight": "conv2.weight",
-    "residual.6.bias": "conv2.bias",
-    "shortcut.weight": "conv_shortcut.weight",
-    "shortcut.bias": "conv_shortcut.bias",
-}
+@functools.cache
+def _resnet_to_diffusers() -> dict[str, str]:
+    """Official residual-block parameter suffix -> Diffusers suffix: the inverse of the loader's
+    ``vae_blocks.DIFFUSERS_RESNET_TO_OFFICIAL`` (imported on first use: importing this module stays
+    torch-free). ``_vae_to_diffusers`` checks the whole key map against the loader's converter."""
+    from .modules.vae_blocks import DIFFUSERS_RESNET_TO_OFFICIAL
+
+    inverse = {official: theirs for theirs, official in DIFFUSERS_RESNET_TO_OFFICIAL.items()}
+    if len(inverse) != len(DIFFUSERS_RESNET_TO_OFFICIAL):
+        raise RuntimeError("internal error: DIFFUSERS_RESNET_TO_OFFICIAL maps two names to one official name")
+    return inverse
+
+
 _RESAMPLE_RE = re.compile(r"(resample\.1|time_conv)\.(weight|bias)")
 
 
 def _vae_shared_key_to_diffusers(key: str) -> str | None:
+    resnet = _resnet_to_diffusers()
     for old, new in (("conv1.", "quant_conv."), ("conv2.", "post_quant_conv.")):
         if key.startswith(old):
             return new + key[len(old):]
@@ -232,8 +237,8 @@ def _vae_shared_key_to_diffusers(key: str) -> str | None:
         part = {"conv1": "conv_in", "head.0": "norm_out", "head.2": "conv_out"}[m.group(2)]
         return f"{m.group(1)}.{part}.{m.group(3)}"
     m = re.fullmatch(r"(encoder|decoder)\.middle\.([02])\.(.+)", key)
-    if m and m.group(3) in _RESNET_TO_DIFFUSERS:
-        return f"{m.group(1)}.mid_block.resnets.{int(m.group(2)) // 2}.{_RESNET_TO_DIFFUSERS[m.group(3)]}"
+    if m and m.group(3) in resnet:
+        return f"{m.group(1)}.mid_block.resnets.{int(m.group(2)) // 2}.{resnet[m.group(3)]}"
     m = re.fullmatch(r"(encoder|decoder)\.middle\.1\.(.+)", key)
     if m:
         return f"{m.group(1)}.mid_block.attentions.0.{m.group(2)}"
@@ -241,6 +246,7 @@ def _vae_shared_key_to_diffusers(key: str) -> str | None:
 
 
 def _vae_key_to_diffusers(key: str, kind: str, vae_cfg: Any) -> str:
+    resnet = _resnet_to_diffusers()
     new = _vae_shared_key_to_diffusers(key)
     if new is not None:
         return new
@@ -248,22 +254,22 @@ def _vae_key_to_diffusers(key: str, kind: str, vae_cfg: Any) -> str:
         m = re.fullmatch(r"encoder\.downsamples\.(\d+)\.(.+)", key)
         if m:
             rest = m.group(2)
-            return f"encoder.down_blocks.{m.group(1)}.{_RESNET_TO_DIFFUSERS.get(rest, rest)}"
+            return f"encoder.down_blocks.{m.group(1)}.{resnet.get(rest, rest)}"
         m = re.fullmatch(r"decoder\.upsamples\.(\d+)\.(.+)", key)
         if m:
             stage_len = vae_cfg.num_res_blocks + 2  # resnets + the upsampler
             stage, j = divmod(int(m.group(1)), stage_len)
             rest = m.group(2)
-            if rest in _RESNET_TO_DIFFUSERS:
-                return f"decoder.up_blocks.{stage}.resnets.{j}.{_RESNET_TO_DIFFUSERS[rest]}"
+            if rest in resnet:
+                return f"decoder.up_blocks.{stage}.resnets.{j}.{resnet[rest]}"
             if _RESAMPLE_RE.fullmatch(rest):
                 return f"decoder.up_blocks.{stage}.upsamplers.0.{rest}"
     else:
         m = re.fullmatch(r"(encoder|decoder)\.(down|up)samples\.(\d+)\.(?:down|up)samples\.(\d+)\.(.+)", key)
         if m:
             side, direction, stage, j, rest = m.groups()
-            if rest in _RESNET_TO_DIFFUSERS:
-                return f"{side}.{direction}_blocks.{stage}.resnets.{j}.{_RESNET_TO_DIFFUSERS[rest]}"
+            if rest in resnet:
+                return f"{side}.{direction}_blocks.{stage}.resnets.{j}.{resnet[rest]}"
             if _RESAMPLE_RE.fullmatch(rest):
                 return f"{side}.{direction}_blocks.{stage}.{direction}sampler.{rest}"
     raise ValueError(f"no Diffusers name for the {kind} VAE key {key!r}")

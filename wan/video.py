@@ -135,6 +135,7 @@ def save_video(
     n, h, w, _ = pixels.shape
     # a unique hidden name next to the target; ffmpeg creates it (normal permissions), then it is renamed
     tmp = out.with_name(f".{out.stem}.{uuid.uuid4().hex[:12]}.partial.mp4")
+    writer = None
     try:
         writer = imageio_ffmpeg.write_frames(
             str(tmp),
@@ -153,7 +154,13 @@ def save_video(
         writer.close()
         os.replace(tmp, out)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        try:
+            if writer is not None:
+                writer.close()  # stops ffmpeg (a no-op if the writer already finished or failed)
+        except Exception:  # noqa: S110  # the original error is the one to report
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
         raise
     return out
 

@@ -7,7 +7,8 @@ Backends, in order of preference when nothing is forced:
 - ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention``; always available (the CPU path).
 
 The choice is made on every call from the tensors (device, dtype, head dim) and from what can be
-imported; the flash libraries are imported lazily, only when a CUDA call could use them. The
+imported; the flash libraries are imported lazily, only when a CUDA call could use them, and only
+once (the result, module or None, is cached; an installed library that fails to import warns). The
 environment variable ``WAN_ATTENTION_BACKEND`` (``auto`` | ``flash_attn_3`` | ``flash_attn_2`` |
 ``sdpa``; aliases ``fa3``, ``fa2``, ``torch``) forces one; a forced backend that cannot run the call
 raises :class:`AttentionBackendError` instead of silently falling back.
@@ -18,8 +19,10 @@ in the dtype of ``q``. No mask, no dropout, scale ``1/sqrt(head_dim)`` (all Wan 
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+import warnings
 from types import ModuleType
 
 import torch
@@ -76,11 +79,34 @@ def forced_backend() -> str | None:
     return None if name == "auto" else name
 
 
+@functools.cache
 def _import_flash(name: str) -> ModuleType | None:
+    """The flash-attention module of backend ``name``, or None; imported once per process.
+
+    Not installed (``ModuleNotFoundError`` for that module) is silent; an installed library that
+    fails to import (e.g. an undefined symbol from a build against another torch/CUDA) warns once
+    with the error, then the backend counts as unavailable.
+    """
+    module = _MODULES[name]
     try:
-        return importlib.import_module(_MODULES[name])
-    except ImportError:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module.split(".")[0] != exc.name.split(".")[0]:
+            _warn_broken(name, module, exc)  # the library is there but one of its dependencies is not
         return None
+    except ImportError as exc:
+        _warn_broken(name, module, exc)
+        return None
+
+
+def _warn_broken(name: str, module: str, exc: ImportError) -> None:
+    warnings.warn(
+        f"attention backend {name}: the module {module!r} is installed but cannot be imported "
+        f"({type(exc).__name__}: {exc}); falling back to another backend. Reinstall it for this torch/CUDA "
+        f"version, or set {ENV_VAR}=sdpa to silence this.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def available_backends() -> tuple[str, ...]:

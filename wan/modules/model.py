@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
@@ -65,6 +66,7 @@ __all__ = [
 
 MODEL_TYPES: tuple[str, ...] = ("t2v", "i2v", "ti2v")
 ROPE_THETA = 10000.0
+ROPE_CACHE_SIZE = 2  # RoPE tables (one per latent grid and device) each WanModel keeps
 SINUSOID_MAX_PERIOD = 10000.0
 OFFICIAL_CLASS_NAME = "WanModel"
 OFFICIAL_DIFFUSERS_VERSION = "0.33.0"  # the "_diffusers_version" value written into config.json
@@ -466,7 +468,8 @@ class WanModel(nn.Module):
     """The Wan DiT with the official parameter names; see the module docstring for the math.
 
     Build on ``torch.device("meta")`` and load with ``load_state_dict(sd, assign=True)``: the
-    model has no buffers, the RoPE tables are computed per call.
+    model has no buffers; the RoPE table of the last few latent grids is cached on the instance
+    (``rope_table``), outside the state dict.
     """
 
     def __init__(self, cfg: DiTConfig) -> None:
@@ -481,6 +484,23 @@ class WanModel(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
         self.blocks = nn.ModuleList(WanAttentionBlock(cfg) for _ in range(cfg.num_layers))
         self.head = Head(cfg)
+        # (f, h, w, device) -> RoPE table; a plain attribute, not a buffer (state_dict keys unchanged)
+        self._rope_cache: OrderedDict[tuple[int, int, int, torch.device], Tensor] = OrderedDict()
+
+    def rope_table(self, grid: tuple[int, int, int], device: torch.device) -> Tensor:
+        """``rope_frequencies(grid, head_dim, device)``, cached per ``(f, h, w, device)`` (the last
+        ``ROPE_CACHE_SIZE`` grids): a run calls the forward twice per step with the same grid."""
+        key = (*grid, torch.device(device))
+        table = self._rope_cache.get(key)
+        if table is None:
+            with torch.inference_mode(False):  # a normal tensor even if first built under inference_mode
+                table = rope_frequencies(grid, self.config.head_dim, key[3])
+            self._rope_cache[key] = table
+            while len(self._rope_cache) > ROPE_CACHE_SIZE:
+                self._rope_cache.popitem(last=False)
+        else:
+            self._rope_cache.move_to_end(key)
+        return table
 
     # -- inputs
 
@@ -587,7 +607,7 @@ class WanModel(nn.Module):
 
         tokens = self.patch_embedding(x.to(self.patch_embedding.weight.dtype))
         tokens = rearrange(tokens, "b c f h w -> b (f h w) c").float()
-        freqs = rope_frequencies((f, h, w), self.config.head_dim, x.device)
+        freqs = self.rope_table((f, h, w), x.device)
         if isinstance(context, ContextCache):
             for block, kv in zip(self.blocks, context.kv, strict=True):
                 tokens = block(tokens, e0, t_index, kv, freqs)

@@ -30,6 +30,7 @@ from ..errors import CheckpointError
 
 __all__ = [
     "T5CheckpointError",
+    "T5FileNotFoundError",
     "TextEncoder",
     "clean_prompt",
     "convert_official_t5_state_dict",
@@ -67,6 +68,10 @@ _SAFETENSORS_INDEX = "model.safetensors.index.json"
 
 class T5CheckpointError(CheckpointError):
     """A text-encoder checkpoint is missing, malformed or inconsistent; the message names the file."""
+
+
+class T5FileNotFoundError(T5CheckpointError, FileNotFoundError):
+    """A text-encoder file or folder does not exist (a ``T5CheckpointError`` and a ``FileNotFoundError``)."""
 
 
 # ----------------------------------------------------------------------------- key conversion
@@ -187,7 +192,10 @@ def load_t5_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     """Reads a ``.pth``/``.pt``/``.bin`` (``torch.load``, mmap, weights only) or ``.safetensors`` file on CPU."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"text encoder checkpoint not found: {path}")
+        raise T5FileNotFoundError(
+            f"{path}: text encoder checkpoint not found (expected the umT5 encoder weights, e.g. the official "
+            "models_t5_umt5-xxl-enc-bf16.pth, as a .pth/.pt/.bin or .safetensors file)"
+        )
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -196,7 +204,9 @@ def load_t5_state_dict_file(path: str | Path) -> dict[str, Tensor]:
         else:
             try:
                 sd = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
-            except RuntimeError:  # legacy (non-zip) torch.save format cannot be memory-mapped
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):  # only the legacy (non-zip) format cannot be memory-mapped
+                    raise
                 sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt archive, pickle with code, truncated file, ...
         raise T5CheckpointError(f"{path}: cannot read the file as a tensor state dict ({exc})") from exc
@@ -278,7 +288,14 @@ def _build_encoder(config: UMT5Config, hf_sd: Mapping[str, Tensor], dtype: torch
             f"num_layers={config.num_layers}, num_heads={config.num_heads}: " + "; ".join(parts)
         )
 
-    converted = {key: t.to(device=device, dtype=dtype) for key, t in sd.items()}
+    # convert each distinct tensor once: the tied embedding is one tensor under two names, and a
+    # per-key .to() would make two copies of it (the biggest tensor of the model) when casting
+    by_id: dict[int, Tensor] = {}
+    converted: dict[str, Tensor] = {}
+    for key, t in sd.items():
+        if id(t) not in by_id:
+            by_id[id(t)] = t.to(device=device, dtype=dtype)
+        converted[key] = by_id[id(t)]
     model.load_state_dict(converted, strict=True, assign=True)
     model.encoder.embed_tokens.weight = model.shared.weight  # re-tie (assign gives two Parameters)
     return model.eval().requires_grad_(False)
@@ -289,7 +306,10 @@ def _load_tokenizer(tokenizer_dir: str | Path) -> Any:
 
     tokenizer_dir = Path(tokenizer_dir)
     if not tokenizer_dir.is_dir():
-        raise FileNotFoundError(f"tokenizer folder not found: {tokenizer_dir} (expected <ckpt>/google/umt5-xxl)")
+        raise T5FileNotFoundError(
+            f"{tokenizer_dir}: tokenizer folder not found (expected the umT5 tokenizer files, e.g. "
+            "<ckpt>/google/umt5-xxl or a Diffusers tokenizer/ folder)"
+        )
     return AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
 
 
@@ -373,7 +393,10 @@ class TextEncoder:
         model_dir = Path(model_dir)
         config_path = model_dir / "config.json"
         if not config_path.is_file():
-            raise FileNotFoundError(f"text encoder config not found: {config_path}")
+            raise T5FileNotFoundError(
+                f"{config_path}: text encoder config not found (expected a Diffusers/HF text_encoder/ folder "
+                "with config.json and model.safetensors)"
+            )
         try:
             raw = json.loads(config_path.read_text(encoding="utf-8"))
             if raw.get("model_type", "umt5") != "umt5":
