@@ -18,6 +18,8 @@ Configs (T2V code path, 16 latent channels, VAE stride 8):
 Usage::
 
     python bench/bench_gpu.py --configs 5b a14b-10l --steps 4
+    WAN_BENCH_PROFILE=1 python bench/bench_gpu.py --configs 5b   # + a torch.profiler table of one forward
+    python bench/bench_gpu.py --device cpu --configs tiny         # smoke run of the script on the CPU
 """
 
 from __future__ import annotations
@@ -135,8 +137,12 @@ def worker(impl: str, name: str, steps: int, out_dir: Path, device: str) -> dict
         from wan.modules.model import WanModel
         from wan.pipeline import LatentInputs, WanVideoPipeline
 
+        from wan.modules.model import is_float32_parameter
+
         with torch.device("meta"):
             model = WanModel(dcfg)
+        # as wan.load_pipeline does (keep_float32=True): the parameters computed in float32 stay float32
+        sd = {k: v.float() if is_float32_parameter(k) else v for k, v in sd.items()}
         model.load_state_dict(sd, assign=True, strict=True)
         del sd
         model.eval().requires_grad_(False)
@@ -158,7 +164,12 @@ def worker(impl: str, name: str, steps: int, out_dir: Path, device: str) -> dict
 
         with init_empty_weights():
             model = WanTransformer3DModel(**dcfg.to_diffusers_config())
-        model.load_state_dict(to_diffusers_dit_state_dict(sd), assign=True, strict=True)
+        # as from_pretrained(torch_dtype=bf16) does: modules in _keep_in_fp32_modules stay float32
+        keep = tuple(WanTransformer3DModel._keep_in_fp32_modules or ())
+        dsd = {k: v.float() if any(f".{m}." in f".{k}" for m in keep) else v
+               for k, v in to_diffusers_dit_state_dict(sd).items()}  # fmt: skip
+        model.load_state_dict(dsd, assign=True, strict=True)
+        del dsd
         del sd
         model.eval().requires_grad_(False)
         # RoPE tables are non-persistent buffers: rebuild them on the GPU (init_empty_weights left them on meta)
@@ -195,6 +206,18 @@ def worker(impl: str, name: str, steps: int, out_dir: Path, device: str) -> dict
                            callback_on_step_end=on_step).frames  # fmt: skip
     total = time.perf_counter() - t0
     torch.save(latents.float().cpu(), out_dir / f"{impl}-{name}.pt")
+    profile = ""
+    if os.environ.get("WAN_BENCH_PROFILE") and cuda:
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        x, t = noise[None].to(torch.bfloat16), torch.tensor([500], device=device)
+        with torch.no_grad(), torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            if impl == "ours":
+                model(x, t, ctx)
+            else:
+                model(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)
+            torch.cuda.synchronize()
+        profile = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=18, max_name_column_width=60)
     intervals = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     return {
         "per_step_s": statistics.median(intervals) if intervals else stamps[0] - t0,
@@ -203,6 +226,7 @@ def worker(impl: str, name: str, steps: int, out_dir: Path, device: str) -> dict
         "peak_bytes": torch.cuda.max_memory_allocated() if cuda else 0,
         "gpu": torch.cuda.get_device_name() if cuda else "cpu",
         "torch": torch.__version__,
+        "profile": profile,
     }
 
 
@@ -249,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         for impl in ("ours", "diffusers"):
             res[impl] = run_worker(impl, name, args.steps, args.out, args.device)
             gpu = f"{res[impl]['gpu']}, torch {res[impl]['torch']}"
+            if res[impl]["profile"]:
+                print(f"--- profile {impl} {name} (one forward) ---\n{res[impl]['profile']}", file=sys.stderr, flush=True)
             print(f"  [{name}] {impl}: {res[impl]['per_step_s']:.3f} s/step, peak {res[impl]['peak_bytes'] / 2**30:.2f} GiB",
                   file=sys.stderr, flush=True)  # fmt: skip
         a = torch.load(args.out / f"ours-{name}.pt")
