@@ -267,6 +267,93 @@ def test_timestep_broadcast_forms(no_backend_env: None) -> None:
         torch.testing.assert_close(run_ours(model, dict(inputs, t=t)), per_sample, rtol=0, atol=1e-5)
 
 
+def run_gather_path(model: WanModel, inputs: dict[str, Tensor | None], monkeypatch: pytest.MonkeyPatch) -> Tensor:
+    with monkeypatch.context() as m:
+        m.setattr(model_mod, "MAX_TIMESTEP_RUNS", 0)
+        return run_ours(model, inputs)
+
+
+@pytest.mark.parametrize("grid", [(3, 6, 10), (2, 4, 8)])
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("grad", [False, True])
+def test_per_token_timestep_runs_equal_gather_path(
+    grid: tuple[int, int, int], batch: int, grad: bool, no_backend_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ti2v per-token t (frame 0 at t = 0): the run-length path is bit-identical to the gather path."""
+    model = tiny_model("ti2v", seed=8)
+    inputs = make_inputs(model.config, batch=batch, grid=grid, seed=9)
+    seq_len = inputs["t"].shape[1]  # type: ignore[union-attr]
+    frame = seq_len // grid[0]
+    _, layout = model._timestep_groups(inputs["t"], batch, seq_len, torch.device("cpu"))
+    assert isinstance(layout, model_mod.TimestepRuns)
+    assert layout.bounds == ((0, frame), (frame, seq_len))
+    assert layout.index.shape == (batch, 2)
+
+    reference = run_gather_path(model, inputs, monkeypatch)
+    if grad:  # autograd on: the out-of-place (torch.cat) variant
+        with torch.enable_grad():
+            runs = model(inputs["x"].requires_grad_(), inputs["t"], inputs["context"])
+        runs.square().mean().backward()
+        assert inputs["x"].grad is not None and inputs["x"].grad.isfinite().all()  # type: ignore[union-attr]
+        runs = runs.detach()
+    else:
+        runs = run_ours(model, inputs)
+    assert torch.equal(runs, reference)
+
+
+def test_per_token_timestep_runs_bf16_and_inference_mode(no_backend_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bf16 weights (the gated add allocates a float32 output) and inference_mode: still identical."""
+    model = tiny_model("ti2v", seed=10)
+    for name, p in model.named_parameters():
+        if not is_float32_parameter(name):
+            p.data = p.data.bfloat16()
+    inputs = make_inputs(model.config, batch=2, grid=(3, 6, 10), seed=11)
+    reference = run_gather_path(model, inputs, monkeypatch)
+    with torch.inference_mode():
+        runs = model(inputs["x"], inputs["t"], inputs["context"])
+    assert runs.dtype == torch.float32
+    assert torch.equal(runs, reference)
+
+
+def test_per_token_timestep_runs_union_and_limit(no_backend_env: None) -> None:
+    """Runs split wherever any sample changes; too many runs fall back to the gather index."""
+    model = tiny_model("ti2v", seed=12)
+    t = torch.tensor([[0.0, 0.0, 5.0, 5.0, 5.0, 5.0], [0.0, 0.0, 0.0, 0.0, 7.0, 7.0]])
+    values, layout = model._timestep_groups(t, 2, 6, torch.device("cpu"))
+    assert torch.equal(values, torch.tensor([0.0, 5.0, 7.0]))
+    assert isinstance(layout, model_mod.TimestepRuns)
+    assert layout.bounds == ((0, 2), (2, 4), (4, 6))
+    assert layout.index.tolist() == [[0, 1, 1], [0, 0, 2]]
+    many = torch.arange(model_mod.MAX_TIMESTEP_RUNS + 1.0).repeat_interleave(2)[None]
+    _, layout = model._timestep_groups(many, 1, many.shape[1], torch.device("cpu"))
+    assert isinstance(layout, Tensor) and layout.shape == many.shape
+
+
+def test_uneven_per_token_runs_match_gather_path(no_backend_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Samples with different run boundaries (union of runs), B = 2."""
+    model = tiny_model("ti2v", seed=13)
+    inputs = make_inputs(model.config, batch=2, grid=(3, 6, 10), seed=14)
+    t = inputs["t"].clone()  # type: ignore[union-attr]
+    t[1, : 2 * t.shape[1] // 3] = 0.0  # sample 1: the first two frames at t = 0
+    inputs["t"] = t
+    assert torch.equal(run_ours(model, inputs), run_gather_path(model, inputs, monkeypatch))
+
+
+def test_non_contiguous_per_token_timesteps_fall_back(no_backend_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scattered per-token t (a random permutation) takes the gather path and matches diffusers."""
+    model = tiny_model("ti2v", seed=15)
+    inputs = make_inputs(model.config, batch=2, grid=(2, 4, 8), seed=16)
+    t = inputs["t"]
+    g = torch.Generator().manual_seed(17)
+    inputs["t"] = t[:, torch.randperm(t.shape[1], generator=g)]  # type: ignore[index]
+    _, layout = model._timestep_groups(inputs["t"], 2, t.shape[1], torch.device("cpu"))  # type: ignore[union-attr]
+    assert isinstance(layout, Tensor)
+    ours = run_ours(model, inputs)
+    assert torch.equal(ours, run_gather_path(model, inputs, monkeypatch))
+    ref = run_oracle(diffusers_oracle(model, float64_sinusoid=True), inputs)
+    assert (ours - ref).abs().max().item() <= TOL
+
+
 # ---------------------------------------------------------------------------------------------------
 # layout, meta construction, converters
 

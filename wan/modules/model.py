@@ -67,6 +67,10 @@ __all__ = [
 MODEL_TYPES: tuple[str, ...] = ("t2v", "i2v", "ti2v")
 ROPE_THETA = 10000.0
 ROPE_CACHE_SIZE = 2  # RoPE tables (one per latent grid and device) each WanModel keeps
+# Per-token timesteps that are constant on at most this many contiguous token ranges (ti2v image
+# mode: 2) modulate per range with a broadcast row instead of gathering [B, L, dim] tables;
+# 0 forces the gather path.
+MAX_TIMESTEP_RUNS = 8
 SINUSOID_MAX_PERIOD = 10000.0
 OFFICIAL_CLASS_NAME = "WanModel"
 OFFICIAL_DIFFUSERS_VERSION = "0.33.0"  # the "_diffusers_version" value written into config.json
@@ -412,6 +416,70 @@ def _gather(values: Tensor, index: Tensor) -> Tensor:
     return values[index]
 
 
+@dataclass(frozen=True, eq=False)
+class TimestepRuns:
+    """Per-token timesteps that are constant on a few contiguous token ranges (runs).
+
+    ``bounds``: ``(start, end)`` of each run, covering ``[0, L)`` in order; ``index``: int64
+    ``[B', R]`` (``B'`` = 1 or B) -> the distinct-timestep row of each sample's run.
+    """
+
+    bounds: tuple[tuple[int, int], ...]
+    index: Tensor
+
+
+TimestepIndex = Tensor | TimestepRuns
+
+
+class _Modulation:
+    """Applies a per-timestep modulation table ``mod [U, K, dim]`` to ``[B, L, dim]`` activations.
+
+    With a gather index ``[B, L']`` each column is gathered to ``[B, L', dim]`` (``L' = 1`` for
+    per-sample t). With :class:`TimestepRuns` each run's slice is modulated by its broadcast
+    ``[B', 1, dim]`` row, with the same ops and dtypes (bit-identical), without ``[B, L, dim]``
+    tables; without autograd the results are written in place into the fresh ``ln`` / ``y``.
+    """
+
+    def __init__(self, mod: Tensor, t_index: TimestepIndex) -> None:
+        self.mod = mod
+        self.t_index = t_index
+        self.rows = mod[t_index.index] if isinstance(t_index, TimestepRuns) else None  # [B', R, K, dim]
+
+    def _row(self, r: int, k: int) -> Tensor:
+        assert self.rows is not None
+        return self.rows[:, r, k, None]  # [B', 1, dim]
+
+    def modulate(self, ln: Tensor, k_shift: int, k_scale: int) -> Tensor:
+        """``shift + ln * (scale + 1)``; ``ln`` (a fresh layer-norm output) may be overwritten."""
+        runs = self.t_index
+        if not isinstance(runs, TimestepRuns):
+            shift = _gather(self.mod[:, k_shift], runs)
+            return torch.addcmul(shift, ln, _gather(self.mod[:, k_scale], runs) + 1)
+        parts = []
+        in_place = not torch.is_grad_enabled() and ln.dtype == self.mod.dtype
+        for r, (s, e) in enumerate(runs.bounds):
+            args = (self._row(r, k_shift), ln[:, s:e], self._row(r, k_scale) + 1)
+            if in_place:
+                torch.addcmul(*args, out=ln[:, s:e])
+            else:
+                parts.append(torch.addcmul(*args))
+        return ln if in_place else torch.cat(parts, dim=1)
+
+    def gated_add(self, x: Tensor, y: Tensor, k_gate: int) -> Tensor:
+        """``x + y * gate``; ``y`` (a fresh layer output) may be overwritten, ``x`` is not."""
+        runs = self.t_index
+        if not isinstance(runs, TimestepRuns):
+            return x + y * _gather(self.mod[:, k_gate], runs)
+        dtype = self.mod.dtype
+        if torch.is_grad_enabled() or x.dtype != dtype or torch.result_type(y, self.mod) != dtype:
+            gated = torch.cat([y[:, s:e] * self._row(r, k_gate) for r, (s, e) in enumerate(runs.bounds)], dim=1)
+            return x + gated
+        out = y if y.dtype == dtype else torch.empty(y.shape, dtype=dtype, device=y.device)
+        for r, (s, e) in enumerate(runs.bounds):
+            torch.mul(y[:, s:e], self._row(r, k_gate), out=out[:, s:e])
+        return out.add_(x)  # == x + y * gate (addition commutes exactly)
+
+
 class WanAttentionBlock(nn.Module):
     """One DiT block (see the module docstring). Residual stream in and out: float32 ``[B, L, dim]``."""
 
@@ -428,23 +496,29 @@ class WanAttentionBlock(nn.Module):
         # shift_msa, scale_msa, gate_msa, shift_ffn, scale_ffn, gate_ffn
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
-    def _modulate(self, x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-        return torch.addcmul(shift, F.layer_norm(x, (x.shape[-1],), eps=self.eps), scale + 1)
+    def _layer_norm(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, (x.shape[-1],), eps=self.eps)
 
     def forward(
-        self, x: Tensor, e0: Tensor, t_index: Tensor, context: Tensor | tuple[Tensor, Tensor], freqs: Tensor
+        self,
+        x: Tensor,
+        e0: Tensor,
+        t_index: TimestepIndex,
+        context: Tensor | tuple[Tensor, Tensor],
+        freqs: Tensor,
     ) -> Tensor:
         """x: float32 ``[B, L, dim]``; e0: float32 ``[U, 6, dim]`` (one row per distinct timestep);
-        t_index: int64 ``[B, L']`` (``L'`` = 1 or L) picking a row of e0 per token; context
-        ``[B, L_ctx, dim]`` (embedded text) or this block's cached ``(k, v)``; freqs: complex ``[L, head_dim/2]``."""
-        mod = self.modulation.float()[0] + e0  # [U, 6, dim]
-        h = self._modulate(x, _gather(mod[:, 0], t_index), _gather(mod[:, 1], t_index))
-        x = x + self.self_attn(h, freqs) * _gather(mod[:, 2], t_index)
+        t_index: int64 ``[B, L']`` (``L'`` = 1 or L) picking a row of e0 per token, or
+        :class:`TimestepRuns`; context ``[B, L_ctx, dim]`` (embedded text) or this block's cached
+        ``(k, v)``; freqs: complex ``[L, head_dim/2]``."""
+        mod = _Modulation(self.modulation.float()[0] + e0, t_index)  # [U, 6, dim]
+        h = mod.modulate(self._layer_norm(x), 0, 1)
+        x = mod.gated_add(x, self.self_attn(h, freqs), 2)
         ln3 = F.layer_norm(x, (x.shape[-1],), self.norm3.weight.float(), self.norm3.bias.float(), self.eps)
         x = x + self.cross_attn(ln3, context)
-        h = self._modulate(x, _gather(mod[:, 3], t_index), _gather(mod[:, 4], t_index))
+        h = mod.modulate(self._layer_norm(x), 3, 4)
         h = h.to(self.ffn[0].weight.dtype)
-        return x + self.ffn(h) * _gather(mod[:, 5], t_index)
+        return mod.gated_add(x, self.ffn(h), 5)
 
 
 class Head(nn.Module):
@@ -456,12 +530,22 @@ class Head(nn.Module):
         self.head = nn.Linear(cfg.dim, cfg.patch_volume * cfg.out_dim)
         self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)  # shift, scale
 
-    def forward(self, x: Tensor, e: Tensor, t_index: Tensor) -> Tensor:
-        """e: float32 ``[U, dim]`` (pre-projection time embedding), t_index ``[B, L']``."""
-        mod = self.modulation.float()[0] + e[:, None, :]  # [U, 2, dim]
-        ln = F.layer_norm(x, (x.shape[-1],), eps=self.eps)
-        h = torch.addcmul(_gather(mod[:, 0], t_index), ln, _gather(mod[:, 1], t_index) + 1)
+    def forward(self, x: Tensor, e: Tensor, t_index: TimestepIndex) -> Tensor:
+        """e: float32 ``[U, dim]`` (pre-projection time embedding), t_index ``[B, L']`` or runs."""
+        mod = _Modulation(self.modulation.float()[0] + e[:, None, :], t_index)  # [U, 2, dim]
+        h = mod.modulate(F.layer_norm(x, (x.shape[-1],), eps=self.eps), 0, 1)
         return _linear_f32(self.head, h)
+
+
+def _timestep_runs(t: Tensor, inverse: Tensor) -> TimestepRuns | None:
+    """Runs of per-token ``t [B', L]`` (``inverse``: its distinct-value index), split wherever any
+    sample's t changes; None if there are more than ``MAX_TIMESTEP_RUNS``."""
+    changes = torch.nonzero((t[:, 1:] != t[:, :-1]).any(dim=0)).flatten()  # one host sync
+    if changes.numel() + 1 > MAX_TIMESTEP_RUNS:
+        return None
+    edges = [0, *(changes + 1).tolist(), t.shape[1]]
+    starts = torch.tensor(edges[:-1], device=inverse.device)
+    return TimestepRuns(bounds=tuple(zip(edges[:-1], edges[1:], strict=True)), index=inverse[:, starts])
 
 
 class WanModel(nn.Module):
@@ -554,8 +638,10 @@ class WanModel(nn.Module):
 
     def _timestep_groups(
         self, t: Tensor | float, batch: int, seq_len: int, device: torch.device
-    ) -> tuple[Tensor, Tensor]:
-        """Distinct timesteps ``[U]`` and the int64 index ``[B, L']`` of each sample/token's one."""
+    ) -> tuple[Tensor, TimestepIndex]:
+        """Distinct timesteps ``[U]`` and the int64 index ``[B, L']`` of each sample/token's one, or,
+        for per-token t constant on at most ``MAX_TIMESTEP_RUNS`` token ranges (the same ranges for
+        every sample), :class:`TimestepRuns`."""
         t = torch.as_tensor(t, device=device)
         if t.ndim == 0:
             t = t.expand(batch)
@@ -572,7 +658,9 @@ class WanModel(nn.Module):
                     f"got {tuple(t.shape)}"
                 )
             values, inverse = torch.unique(t.reshape(-1), return_inverse=True)
-            return values, inverse.reshape(t.shape).expand(batch, seq_len)
+            inverse = inverse.reshape(t.shape)
+            runs = _timestep_runs(t, inverse) if MAX_TIMESTEP_RUNS > 0 else None
+            return values, runs if runs is not None else inverse.expand(batch, seq_len)
         raise ValueError(f"timestep t must be [B] or [B, L]; got shape {tuple(t.shape)}")
 
     def _time_embeddings(self, t_values: Tensor) -> tuple[Tensor, Tensor]:
