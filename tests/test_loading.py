@@ -227,6 +227,106 @@ def test_lazy_experts(tiny_ckpt, task: str) -> None:
         comps.get_expert("medium_noise")
 
 
+class _ReadCounter:
+    """Counts, per file, the reads of the DiT checkpoint files that ``wan.loading`` does: every
+    ``open`` of a JSON file (``builtins.open`` and ``io.open``, which ``Path.read_text`` / ``Path.open``
+    go through) and every ``safetensors.safe_open`` (one call parses that file's header). Only files
+    inside ``folders`` are recorded."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, folders: list[Path]) -> None:
+        import builtins
+        import io
+
+        import safetensors
+
+        self.folders = [f.resolve() for f in folders]
+        self.json: dict[str, int] = {}
+        self.safetensors: dict[str, int] = {}
+        real_open, real_safe_open = io.open, safetensors.safe_open
+
+        def spy_open(file, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            if isinstance(file, (str, os.PathLike)) and str(file).endswith(".json"):
+                self._record(self.json, file)
+            return real_open(file, *args, **kwargs)
+
+        def spy_safe_open(file, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            self._record(self.safetensors, file)
+            return real_safe_open(file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", spy_open)
+        monkeypatch.setattr(io, "open", spy_open)
+        monkeypatch.setattr(safetensors, "safe_open", spy_safe_open)
+
+    def _record(self, counts: dict[str, int], file: str | os.PathLike) -> None:
+        path = Path(file).resolve()
+        if any(path.parent == folder for folder in self.folders):
+            rel = f"{path.parent.name}/{path.name}"
+            counts[rel] = counts.get(rel, 0) + 1
+
+    def reset(self) -> None:
+        self.json.clear()
+        self.safetensors.clear()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_load_components_reads_each_dit_file_once(tiny_ckpt, layout: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each expert's folder is inspected once and loaded without inspecting it again.
+
+    "Once" precisely: during ``load_components(lazy_experts=True)`` each expert's ``config.json`` and
+    shard index (``.index.json``, the sharded high-noise expert) is opened exactly once, and each of
+    its safetensors files is opened with ``safe_open`` exactly once (its header: key names and
+    shapes). Each later load of an expert (``get_expert``) opens no JSON file and opens each of its
+    safetensors files exactly once more (to map the tensors; the header comes with it). So an eager
+    ``load_components`` reads each JSON file once and opens each safetensors file twice: header
+    check, then data. (Before the refactor: config.json 2x, index 3x, safetensors 3x.)"""
+    task = "t2v-A14B"
+    root = tiny_ckpt(task, layout)
+    spec = get_spec(task)
+    folders = {name: _expert_dir(root, task, name, layout) for name in spec.experts}
+    json_files, st_files = {}, {}
+    for name, folder in folders.items():
+        sharded = (folder / (ST + ".index.json")).is_file()
+        assert sharded == (name == "high_noise")  # the tiny writer shards the first expert only
+        json_files[name] = [f"{folder.name}/config.json"] + ([f"{folder.name}/{ST}.index.json"] if sharded else [])
+        st_files[name] = sorted(f"{folder.name}/{p.name}" for p in folder.glob("*.safetensors"))
+        assert len(st_files[name]) == (2 if sharded else 1)
+    counter = _ReadCounter(monkeypatch, list(folders.values()))
+
+    comps = loading.load_components(task, root, dtype=torch.float32, lazy_experts=True)
+    assert counter.json == {f: 1 for name in spec.experts for f in json_files[name]}
+    assert counter.safetensors == {f: 1 for name in spec.experts for f in st_files[name]}
+    for name in spec.experts:
+        counter.reset()
+        comps.get_expert(name, keep=False)
+        assert counter.json == {}, name
+        assert counter.safetensors == {f: 1 for f in st_files[name]}, name
+
+    counter.reset()
+    comps = loading.load_components(task, root, dtype=torch.float32)
+    assert set(comps.experts) == set(spec.experts)
+    assert counter.json == {f: 1 for name in spec.experts for f in json_files[name]}
+    assert counter.safetensors == {f: 2 for name in spec.experts for f in st_files[name]}
+
+    # load_dit alone: the same, one inspection then the data
+    counter.reset()
+    loading.load_dit(folders["high_noise"], dtype=torch.float32, spec=spec)
+    assert counter.json == dict.fromkeys(json_files["high_noise"], 1)
+    assert counter.safetensors == dict.fromkeys(st_files["high_noise"], 2)
+
+
+def test_lazy_loader_detects_files_changed_since_inspection(tiny_ckpt_copy) -> None:
+    """A lazy loader does not inspect the folder again, but a weight file rewritten after
+    ``load_components`` still raises a CheckpointError naming the folder and the file."""
+    root = tiny_ckpt_copy("t2v-A14B")
+    comps = loading.load_components("t2v-A14B", root, dtype=torch.float32, lazy_experts=True)
+    folder = root / "low_noise_model"
+    _rewrite(folder / ST, lambda sd: sd.__setitem__("head.head.bias", torch.zeros(65)))
+    with pytest.raises(CheckpointError, match=r"files changed since.*head\.head\.bias: \(65,\) \(expected \(64,\)\)") as info:
+        comps.get_expert("low_noise")
+    assert f"{folder} ({ST})" in str(info.value)
+    assert isinstance(comps.get_expert("high_noise"), WanModel)  # the other expert is unaffected
+
+
 def test_t5_dtype_and_devices(tiny_ckpt) -> None:
     comps = loading.load_components("ti2v-5B", tiny_ckpt("ti2v-5B"), dtype=torch.bfloat16, t5_dtype=torch.float32,
                                     t5_device="cpu")  # fmt: skip

@@ -24,6 +24,7 @@ Nothing here runs at import; torch, safetensors and huggingface_hub are imported
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -86,7 +87,11 @@ def _listed(items: Iterable[str], limit: int = _MAX_LISTED) -> str:
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, cache: dict[Path, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The JSON object in ``path``. With ``cache`` (one per ``load_components`` call) a file parsed
+    before is not read again."""
+    if cache is not None and path in cache:
+        return cache[path]
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found")
     try:
@@ -95,6 +100,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a valid JSON file ({exc})") from exc
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    if cache is not None:
+        cache[path] = data
     return data
 
 
@@ -115,13 +122,15 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
 # ----------------------------------------------------------------------------- safetensors
 
 
-def _weight_files(model_dir: Path, single: str, index: str) -> list[Path]:
+def _weight_files(
+    model_dir: Path, single: str, index: str, json_cache: dict[Path, dict[str, Any]] | None = None
+) -> list[Path]:
     """The safetensors files of a model folder: ``single``, or the shards listed by ``index``."""
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir}: model folder not found")
     index_path = model_dir / index
     if index_path.is_file():
-        weight_map = _read_json(index_path).get("weight_map")
+        weight_map = _read_json(index_path, json_cache).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map or not all(isinstance(v, str) for v in weight_map.values()):
             raise CheckpointError(f"{index_path}: expected a non-empty 'weight_map' of tensor name -> shard file")
         shards = sorted(set(weight_map.values()))
@@ -191,9 +200,12 @@ def _check_state_dict(
     raise CheckpointError(f"{source}: the weights do not match the {what}: " + "; ".join(parts))
 
 
-def _assign(model: Any, sd: Mapping[str, Tensor], *, source: str | Path, what: str) -> None:
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    _check_state_dict(expected, {k: tuple(v.shape) for k, v in sd.items()}, source=source, what=what)
+def _assign(model: Any, sd: Mapping[str, Tensor], *, source: str | Path, what: str, checked: bool = False) -> None:
+    """Assigns ``sd`` to the ``meta``-built ``model`` (strict). The keys and shapes are checked first
+    (a ``CheckpointError`` listing the differences) unless the caller already did (``checked``)."""
+    if not checked:
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        _check_state_dict(expected, {k: tuple(v.shape) for k, v in sd.items()}, source=source, what=what)
     try:
         model.load_state_dict(dict(sd), strict=True, assign=True)
     except RuntimeError as exc:  # defensive: the check above should catch every mismatch
@@ -227,12 +239,20 @@ def detect_layout(ckpt_dir: str | Path) -> Layout:
 
 @dataclass(frozen=True)
 class _DiTSource:
-    """A validated DiT folder: its config, weight files and whether keys are in Diffusers naming."""
+    """A validated DiT folder: its config, weight files, whether keys are in Diffusers naming and the
+    tensor name -> shape of the files as inspected (file naming; already checked against the model
+    that ``config`` builds). ``_load_dit_source`` loads it without inspecting it again."""
 
     folder: Path
     config: DiTConfig
     files: tuple[Path, ...]
     diffusers: bool
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def label(self) -> str:
+        """The folder and its weight file names, for error messages."""
+        return f"{self.folder} ({', '.join(p.name for p in self.files)})"
 
 
 def _text_dim_from_shapes(shapes: Mapping[str, tuple[tuple[int, ...], Path]]) -> int | None:
@@ -242,7 +262,11 @@ def _text_dim_from_shapes(shapes: Mapping[str, tuple[tuple[int, ...], Path]]) ->
     return None
 
 
-def _inspect_dit(model_dir: Path, text_dim: int | None, spec: ModelSpec | None) -> _DiTSource:
+def _inspect_dit(
+    model_dir: Path, text_dim: int | None, spec: ModelSpec | None, json_cache: dict[Path, dict[str, Any]] | None = None
+) -> _DiTSource:
+    """Reads config.json, the shard index and the safetensors headers of a DiT folder once, and checks
+    the key names and shapes against a ``meta`` WanModel of that config."""
     import torch
 
     from .modules.model import WanModel
@@ -250,8 +274,8 @@ def _inspect_dit(model_dir: Path, text_dim: int | None, spec: ModelSpec | None) 
     config_path = model_dir / "config.json"
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir}: DiT folder not found (expected config.json + {DIT_WEIGHTS})")
-    raw = _read_json(config_path)
-    files = _weight_files(model_dir, DIT_WEIGHTS, DIT_INDEX)
+    raw = _read_json(config_path, json_cache)
+    files = _weight_files(model_dir, DIT_WEIGHTS, DIT_INDEX, json_cache)
     shapes = _safetensors_shapes(files)
     if text_dim is None:
         text_dim = _text_dim_from_shapes(shapes)
@@ -259,16 +283,18 @@ def _inspect_dit(model_dir: Path, text_dim: int | None, spec: ModelSpec | None) 
     if spec is not None:
         check_dit_config(spec, cfg, source=config_path)
     diffusers = raw.get("_class_name") == "WanTransformer3DModel"
-    found: dict[str, tuple[int, ...]] = {k: s for k, (s, _) in shapes.items()}
+    file_shapes: dict[str, tuple[int, ...]] = {k: s for k, (s, _) in shapes.items()}
+    found = file_shapes
     if diffusers:
         meta = {k: torch.empty(s, device="meta") for k, s in found.items()}
         found = {k: tuple(v.shape) for k, v in _convert_dit_keys(meta, model_dir).items()}
     with torch.device("meta"):
         model = WanModel(cfg)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    names = ", ".join(p.name for p in files)
-    _check_state_dict(expected, found, source=f"{model_dir} ({names})", what=f"DiT described by {config_path.name}")
-    return _DiTSource(folder=model_dir, config=cfg, files=tuple(files), diffusers=diffusers)
+    del model
+    source = _DiTSource(folder=model_dir, config=cfg, files=tuple(files), diffusers=diffusers, shapes=file_shapes)
+    _check_state_dict(expected, found, source=source.label, what=f"DiT described by {config_path.name}")
+    return source
 
 
 def _convert_dit_keys(sd: Mapping[str, Tensor], model_dir: Path) -> dict[str, Tensor]:
@@ -306,14 +332,27 @@ def load_dit(
     anyway (``is_float32_parameter``: time embedding/projection, modulation, head, norm3) in float32.
     Returns the model in eval mode without gradients. Raises ``CheckpointError``.
     """
+    dtype = resolve_dtype(dtype)  # a bad dtype fails before any file is read
+    source = _inspect_dit(Path(model_dir), text_dim, spec)
+    return _load_dit_source(source, dtype=dtype, device=device, keep_float32=keep_float32)
+
+
+def _load_dit_source(source: _DiTSource, *, dtype: Any, device: Any = "cpu", keep_float32: bool = False) -> WanModel:
+    """Loads an inspected DiT folder (see ``load_dit``) without inspecting it again: config.json and
+    the index are not re-read and each safetensors file is opened once, to map its tensors. The keys
+    and shapes were checked against the model by ``_inspect_dit``; only a change of the files since
+    then is checked here (same names and shapes as inspected)."""
     import torch
 
     from .modules.model import WanModel, is_float32_parameter
 
     dtype = resolve_dtype(dtype)
     device = torch.device(device)
-    source = _inspect_dit(Path(model_dir), text_dim, spec)
     sd = _read_safetensors(source.files)
+    _check_state_dict(
+        source.shapes, {k: tuple(v.shape) for k, v in sd.items()}, source=source.label,
+        what="safetensors headers read when the folder was validated (the files changed since)",
+    )  # fmt: skip
     if source.diffusers:
         sd = _convert_dit_keys(sd, source.folder)
     with torch.device("meta"):
@@ -323,7 +362,7 @@ def load_dit(
         target = torch.float32 if keep_float32 and is_float32_parameter(key) else dtype
         cast[key] = tensor.to(device=device, dtype=target) if tensor.is_floating_point() else tensor.to(device)
     del sd
-    _assign(model, cast, source=source.folder, what="DiT")
+    _assign(model, cast, source=source.folder, what="DiT", checked=True)
     return model.eval().requires_grad_(False)
 
 
@@ -487,13 +526,6 @@ def _expert_dir(root: Path, spec: ModelSpec, layout: Layout, expert: str) -> Pat
     return root / sub if sub else root
 
 
-def _make_loader(folder: Path, spec: ModelSpec, dtype: torch.dtype, device: Any, keep_float32: bool) -> Callable[[], WanModel]:
-    def load() -> WanModel:
-        return load_dit(folder, dtype=dtype, device=device, spec=spec, keep_float32=keep_float32)
-
-    return load
-
-
 def load_components(
     task: str,
     ckpt_dir: str | Path,
@@ -520,16 +552,17 @@ def load_components(
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     dtype = resolve_dtype(dtype)
-    missing = missing_files(spec.task, root, layout)
+    json_cache: dict[Path, dict[str, Any]] = {}  # each shard index / config.json is parsed once
+    missing = _missing_files(spec.task, root, layout, json_cache)
     if missing:
         raise CheckpointError(f"{root}: incomplete {layout} {spec.task} checkpoint, missing {_listed(missing)}")
     loaders: dict[str, Callable[[], WanModel]] = {}
     configs: dict[str, DiTConfig] = {}
     experts: dict[str, WanModel] = {}
     for name in spec.experts:
-        folder = _expert_dir(root, spec, layout, name)
-        configs[name] = _inspect_dit(folder, None, spec).config
-        loaders[name] = _make_loader(folder, spec, dtype, device, keep_float32)
+        source = _inspect_dit(_expert_dir(root, spec, layout, name), None, spec, json_cache)
+        configs[name] = source.config
+        loaders[name] = functools.partial(_load_dit_source, source, dtype=dtype, device=device, keep_float32=keep_float32)
     if len({c.text_dim for c in configs.values()}) > 1:
         raise CheckpointError(f"{root}: the experts disagree on text_dim: { {k: c.text_dim for k, c in configs.items()} }")
     vae_path = root / spec.vae_file if layout == "official" else root / "vae"
@@ -579,15 +612,17 @@ def required_files(task: str, layout: Layout = "official") -> tuple[str, ...]:
     raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
 
 
-def _weights_missing(folder: Path, single: str, index: str, rel: str) -> list[str]:
+def _weights_missing(
+    folder: Path, single: str, index: str, rel: str, json_cache: dict[Path, dict[str, Any]] | None = None
+) -> list[str]:
     if (folder / single).is_file():
         return []
     index_path = folder / index
     if not index_path.is_file():
         return [rel]
-    try:
-        shards = set(json.loads(index_path.read_text(encoding="utf-8")).get("weight_map", {}).values())
-    except (OSError, ValueError, AttributeError):
+    try:  # CheckpointError: unreadable, not JSON or not an object; AttributeError: weight_map not a dict
+        shards = set(_read_json(index_path, json_cache).get("weight_map", {}).values())
+    except (CheckpointError, AttributeError):
         return [f"{rel} (unreadable {index})"]
     prefix = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
     return [prefix + s for s in sorted(shards) if not (folder / s).is_file()] or ([] if shards else [rel])
@@ -595,7 +630,12 @@ def _weights_missing(folder: Path, single: str, index: str, rel: str) -> list[st
 
 def missing_files(task: str, folder: str | Path, layout: Layout | None = None) -> list[str]:
     """Entries of ``required_files`` (sharded weights: the listed shards) absent from ``folder``."""
-    root = Path(folder)
+    return _missing_files(task, Path(folder), layout)
+
+
+def _missing_files(
+    task: str, root: Path, layout: Layout | None, json_cache: dict[Path, dict[str, Any]] | None = None
+) -> list[str]:
     layout = layout or detect_layout(root)
     out: list[str] = []
     for rel in required_files(task, layout):
@@ -606,7 +646,7 @@ def missing_files(task: str, folder: str | Path, layout: Layout | None = None) -
         elif rel.endswith(DIT_WEIGHTS) or rel.endswith(TEXT_ENCODER_WEIGHTS):
             single = DIT_WEIGHTS if rel.endswith(DIT_WEIGHTS) else TEXT_ENCODER_WEIGHTS
             index = DIT_INDEX if single == DIT_WEIGHTS else TEXT_ENCODER_INDEX
-            out += _weights_missing((root / rel).parent, single, index, rel)
+            out += _weights_missing((root / rel).parent, single, index, rel, json_cache)
         elif not (root / rel).is_file():
             out.append(rel)
     return out
