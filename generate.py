@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-TASKS = ("t2v-A14B", "i2v-A14B", "ti2v-5B")
+from wan.configs import TASKS, normalize_task
+
 SOLVERS = ("unipc", "dpm++", "euler")
 DTYPES = ("bfloat16", "float16", "float32")
 APP_NAME = "wan-playground"  # the app restores settings from videos tagged with this name
@@ -68,12 +69,20 @@ def parse_guide_scale(value: str) -> float | tuple[float, float]:
     raise argparse.ArgumentTypeError(f"guide scale must be a number or LOW,HIGH; got {value!r}")
 
 
+def _task_arg(text: str) -> str:
+    try:
+        return normalize_task(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="generate.py",
         description="Generate a video with Wan 2.2 (T2V-A14B, I2V-A14B, TI2V-5B). Defaults follow the official configs.",
     )
-    p.add_argument("--task", default="t2v-A14B", choices=TASKS, help="task to run (default: t2v-A14B)")
+    p.add_argument("--task", default="t2v-A14B", type=_task_arg, metavar="{" + ",".join(TASKS) + "}",
+                   help="task to run (default: t2v-A14B; short forms t2v, i2v, ti2v also work)")
     p.add_argument("--size", type=parse_size, default=None,
                    help="output WIDTH*HEIGHT (official sizes; an area when an image is given); default: the task's")
     p.add_argument("--frame_num", type=int, default=None, help="number of frames, 4n+1 (default: 81 A14B, 121 5B)")

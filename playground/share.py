@@ -47,15 +47,6 @@ PARAMS: dict[str, tuple[str, str]] = {
     "solver": ("sample_solver", "solver"),
 }
 
-_TASK_ALIASES = {
-    "t2v": "t2v-A14B",
-    "t2v-a14b": "t2v-A14B",
-    "i2v": "i2v-A14B",
-    "i2v-a14b": "i2v-A14B",
-    "ti2v": "ti2v-5B",
-    "ti2v-5b": "ti2v-5B",
-    "5b": "ti2v-5B",
-}
 
 
 @dataclass
@@ -72,9 +63,12 @@ class ShareQuery:
 
 def resolve_task(text: str, tasks: Sequence[str]) -> str:
     """``"t2v"``/``"T2V-A14B"``/``"5b"``... -> the canonical task name, or ``InputError``."""
-    key = str(text).strip().lower()
-    canonical = {t.lower(): t for t in tasks}
-    task = canonical.get(key) or _TASK_ALIASES.get(key)
+    from wan.configs import normalize_task  # torch-free
+
+    try:
+        task: str | None = normalize_task(str(text))
+    except ValueError:
+        task = None
     if task is None or task not in tasks:
         allowed = ", ".join(list(tasks) + ["t2v", "i2v", "ti2v"])
         raise InputError("task", f"{text!r} is not a task; use one of {allowed}")
