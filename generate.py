@@ -20,9 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from wan.configs import TASKS, normalize_task
+from wan.configs import SOLVERS, TASKS, normalize_task
 
-SOLVERS = ("unipc", "dpm++", "euler")
 DTYPES = ("bfloat16", "float16", "float32")
 APP_NAME = "wan-playground"  # the app restores settings from videos tagged with this name
 

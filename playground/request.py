@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from wan.configs import SOLVERS  # torch-free
+
 __all__ = [
     "DEMO_MAX_SIDE",
     "DEMO_SIZES",
@@ -35,7 +37,6 @@ __all__ = [
     "validate_request",
 ]
 
-SOLVERS: tuple[str, ...] = ("unipc", "dpm++", "euler")
 MAX_SEED = 2**31 - 1
 MAX_STEPS = 100
 MAX_FRAMES = 121          # 4n+1; the 5B default (about 5 s at 24 fps)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .modules.model import DiTConfig
 
 __all__ = [
+    "SOLVERS",
     "TASKS",
     "ModelSpec",
     "check_dit_config",
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 TASKS: Final[tuple[str, ...]] = ("t2v-A14B", "i2v-A14B", "ti2v-5B")
+SOLVERS: Final[tuple[str, ...]] = ("unipc", "dpm++", "euler")  # sample_solver names (wan.schedulers)
 
 # Official ``shared_config.sample_neg_prompt``: used whenever the negative prompt is empty.
 _OFFICIAL_NEGATIVE_PROMPT: Final[str] = (

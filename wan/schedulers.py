@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .configs import SOLVERS
+
 __all__ = [
     "SOLVERS",
     "FlowDPMSolverScheduler",
@@ -39,7 +41,6 @@ __all__ = [
     "official_timesteps",
 ]
 
-SOLVERS: Final[tuple[str, ...]] = ("unipc", "dpm++", "euler")
 
 
 def _check_steps_shift(steps: int, shift: float) -> None:
