@@ -443,6 +443,67 @@ def test_truncated_safetensors(tiny_ckpt_copy, layout: str) -> None:
     assert str(path) in str(info.value)
 
 
+def test_read_state_dict_file(tmp_path: Path) -> None:
+    """The one reader of single checkpoint files (VAE and T5 .pth, any .safetensors)."""
+    tensors = {"a.weight": torch.arange(6.0).reshape(2, 3), "b": torch.ones(2, dtype=torch.bfloat16)}
+    torch.save(tensors, tmp_path / "plain.pth")
+    torch.save({"state_dict": tensors}, tmp_path / "nested.pt")
+    torch.save(tensors, tmp_path / "legacy.pth", _use_new_zipfile_serialization=False)  # not mmap-able
+    save_file(tensors, tmp_path / "w.safetensors")
+    for name in ("plain.pth", "nested.pt", "legacy.pth", "w.safetensors"):
+        sd = loading.read_state_dict_file(tmp_path / name)
+        assert set(sd) == set(tensors) and all(torch.equal(sd[k], v) and sd[k].dtype == v.dtype for k, v in tensors.items()), name
+    with pytest.raises(CheckpointError, match=r"absent\.pth: file not found"):
+        loading.read_state_dict_file(tmp_path / "absent.pth")
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(CheckpointError, match=r"list\.pth: expected a flat dict"):
+        loading.read_state_dict_file(tmp_path / "list.pth")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(CheckpointError, match=r"bad\.safetensors: cannot read the safetensors file"):
+        loading.read_state_dict_file(tmp_path / "bad.safetensors")
+
+
+def test_read_weight_folder(tmp_path: Path) -> None:
+    """Single file, index + shards (a tensor in two shards names both), a lone file with ``any_single``."""
+    single, index = "model.safetensors", "model.safetensors.index.json"
+    save_file({"x": torch.zeros(2)}, tmp_path / single)
+    assert set(loading.read_weight_folder(tmp_path, single, index)) == {"x"}
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    save_file({"x": torch.zeros(2), "y": torch.ones(3)}, sharded / "s1.safetensors")
+    save_file({"y": torch.ones(3), "z": torch.ones(1)}, sharded / "s2.safetensors")
+    (sharded / index).write_text(json.dumps({"weight_map": {"x": "s1.safetensors", "y": "s1.safetensors", "z": "s2.safetensors"}}))
+    with pytest.raises(CheckpointError, match=r"s2\.safetensors: tensor 'y' is also in s1\.safetensors"):
+        loading.read_weight_folder(sharded, single, index)
+    save_file({"z": torch.ones(1)}, sharded / "s2.safetensors")
+    assert set(loading.read_weight_folder(sharded, single, index)) == {"x", "y", "z"}
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    with pytest.raises(CheckpointError, match=r"lone: expected model\.safetensors.*found neither \(no safetensors files\)"):
+        loading.read_weight_folder(lone, single, index, any_single=True)
+    save_file({"w": torch.zeros(1)}, lone / "other.safetensors")
+    with pytest.raises(CheckpointError, match=r"found neither \(only other\.safetensors\)"):
+        loading.read_weight_folder(lone, single, index)
+    assert set(loading.read_weight_folder(lone, single, index, any_single=True)) == {"w"}
+
+
+def test_diffusers_vae_tensor_in_two_shards(tiny_ckpt_copy) -> None:
+    """The VAE folder reader now detects a tensor duplicated across shards too (it used to keep the last)."""
+    root = tiny_ckpt_copy("ti2v-5B", "diffusers")
+    vae_dir = root / "vae"
+    sd = load_file(vae_dir / ST)
+    keys = sorted(sd)
+    half = len(keys) // 2
+    names = ["diffusion_pytorch_model-00001-of-00002.safetensors", "diffusion_pytorch_model-00002-of-00002.safetensors"]
+    save_file({k: sd[k] for k in keys[:half]}, vae_dir / names[0])
+    save_file({k: sd[k] for k in keys[half - 1:]}, vae_dir / names[1])  # keys[half - 1] in both
+    weight_map = {k: names[0] for k in keys[:half]} | {k: names[1] for k in keys[half:]}
+    (vae_dir / (ST + ".index.json")).write_text(json.dumps({"weight_map": weight_map}))
+    (vae_dir / ST).unlink()
+    with pytest.raises(CheckpointError, match=rf"{names[1]}: tensor '{keys[half - 1]}' is also in {names[0]}"):
+        loading.load_vae(vae_dir)
+
+
 def test_corrupt_vae_pth(tiny_ckpt_copy) -> None:
     root = tiny_ckpt_copy("i2v-A14B")
     data = (root / "Wan2.1_VAE.pth").read_bytes()

@@ -325,6 +325,28 @@ def test_hf_layout_errors(tmp_path: Path, reference, tokenizer_dir: Path) -> Non
         TextEncoder.from_hf(folder, tokenizer_dir, dtype=torch.float32)
 
 
+def test_hf_layout_tensor_in_two_shards_is_rejected(tmp_path: Path, reference, tokenizer_dir: Path) -> None:
+    """The HF folder is read by wan.loading's shared reader: a tensor stored in two shards is an error
+    naming both files (before, the second shard silently overwrote the first)."""
+    from safetensors.torch import load_file, save_file
+
+    from wan.errors import CheckpointError
+
+    folder = tmp_path / "text_encoder"
+    reference.save_pretrained(folder, max_shard_size="40KB")
+    weight_map = json.loads((folder / "model.safetensors.index.json").read_text())["weight_map"]
+    first, second = sorted(set(weight_map.values()))[:2]
+    first_sd = load_file(folder / first)
+    key = sorted(first_sd)[0]
+    second_sd = dict(load_file(folder / second))
+    save_file({**second_sd, key: first_sd[key]}, folder / second)
+    with pytest.raises(CheckpointError) as info:
+        TextEncoder.from_hf(folder, tokenizer_dir, dtype=torch.float32)
+    assert isinstance(info.value, T5CheckpointError)
+    message = str(info.value)
+    assert first in message and second in message and repr(key) in message
+
+
 # ----------------------------------------------------------------------------- checkpoint errors
 
 

@@ -61,6 +61,8 @@ __all__ = [
     "load_text_encoder",
     "load_vae",
     "missing_files",
+    "read_state_dict_file",
+    "read_weight_folder",
     "required_files",
     "resolve_dtype",
 ]
@@ -123,9 +125,15 @@ def resolve_dtype(dtype: Any) -> torch.dtype:
 
 
 def _weight_files(
-    model_dir: Path, single: str, index: str, json_cache: dict[Path, dict[str, Any]] | None = None
+    model_dir: Path,
+    single: str,
+    index: str,
+    json_cache: dict[Path, dict[str, Any]] | None = None,
+    *,
+    any_single: bool = False,
 ) -> list[Path]:
-    """The safetensors files of a model folder: ``single``, or the shards listed by ``index``."""
+    """The safetensors files of a model folder: the shards listed by ``index``, or ``single``. With
+    ``any_single``, a folder with neither but exactly one ``*.safetensors`` file uses that file."""
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir}: model folder not found")
     index_path = model_dir / index
@@ -140,7 +148,11 @@ def _weight_files(
         return [model_dir / s for s in shards]
     if (model_dir / single).is_file():
         return [model_dir / single]
-    raise CheckpointError(f"{model_dir}: expected {single}, or {index} with its shards; found neither")
+    present = sorted(p.name for p in model_dir.glob("*.safetensors") if p.is_file())
+    if any_single and len(present) == 1:
+        return [model_dir / present[0]]
+    found = f"only {_listed(present)}" if present else "no safetensors files"
+    raise CheckpointError(f"{model_dir}: expected {single}, or {index} with its shards; found neither ({found})")
 
 
 def _open_safetensors(path: Path) -> Any:
@@ -165,16 +177,61 @@ def _safetensors_shapes(files: Iterable[Path]) -> dict[str, tuple[tuple[int, ...
 
 
 def _read_safetensors(files: Iterable[Path]) -> dict[str, Tensor]:
-    """All tensors of ``files``, memory-mapped on the CPU (copy-on-write; no data is copied)."""
+    """All tensors of ``files``, memory-mapped on the CPU (copy-on-write; no data is copied). A tensor
+    name found in two files raises ``CheckpointError`` naming both."""
     out: dict[str, Tensor] = {}
+    origin: dict[str, Path] = {}
     for path in files:
         with _open_safetensors(path) as handle:
             for key in handle.keys():
+                if key in origin:
+                    raise CheckpointError(f"{path}: tensor {key!r} is also in {origin[key].name}")
                 try:
                     out[key] = handle.get_tensor(key)
                 except Exception as exc:
                     raise CheckpointError(f"{path}: cannot read tensor {key!r} ({exc})") from exc
+                origin[key] = path
     return out
+
+
+def read_weight_folder(
+    folder: str | Path, single_name: str, index_name: str, *, any_single: bool = False
+) -> dict[str, Tensor]:
+    """All tensors of a safetensors model folder, memory-mapped on the CPU: ``single_name``, or the
+    shards listed by ``index_name`` (``any_single``: see below). Raises ``CheckpointError`` naming
+    the folder or file: folder or shard missing, index invalid, file truncated or corrupt, or one
+    tensor stored in two shards (both named). With ``any_single``, a folder with neither file but
+    exactly one ``*.safetensors`` file reads that file."""
+    return _read_safetensors(_weight_files(Path(folder), single_name, index_name, any_single=any_single))
+
+
+def read_state_dict_file(path: str | Path) -> dict[str, Tensor]:
+    """The flat ``{name: tensor}`` dict of one checkpoint file on the CPU: ``.safetensors``
+    (memory-mapped), otherwise a torch file (``.pth``/``.pt``/``.bin``: ``torch.load`` with
+    ``weights_only``, memory-mapped; only a file that cannot be memory-mapped, the legacy non-zip
+    format, is read again without mmap). A dict nested under ``"state_dict"`` is unwrapped. Raises
+    ``CheckpointError`` naming the file: not found, truncated or corrupt, or not a flat tensor dict."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: file not found")
+    if path.suffix == ".safetensors":
+        return _read_safetensors([path])
+    try:
+        try:
+            sd: Any = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):  # legacy (non-zip) format cannot be memory-mapped: retry
+                raise
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle with code, not a torch file
+        raise CheckpointError(f"{path}: cannot read the file as a torch state dict, it is truncated or corrupt ({exc})") from exc
+    if isinstance(sd, Mapping) and "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
+        sd = sd["state_dict"]
+    if not isinstance(sd, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise CheckpointError(f"{path}: expected a flat dict of tensor name -> tensor, got {type(sd).__name__}")
+    return dict(sd)
 
 
 # ----------------------------------------------------------------------------- state-dict checks
@@ -381,27 +438,6 @@ def _vae_classes(kind: str) -> tuple[Any, Any, Callable[[Mapping[str, Tensor]], 
     raise ValueError(f"VAE kind must be 'wan2.1' or 'wan2.2', got {kind!r}")
 
 
-def _load_pth(path: Path) -> dict[str, Tensor]:
-    import torch
-
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found")
-    try:
-        try:
-            sd: Any = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):  # legacy (non-zip) format cannot be memory-mapped: retry
-                raise
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, pickle with code, not a torch file
-        raise CheckpointError(f"{path}: cannot read the file as a torch state dict, it is truncated or corrupt ({exc})") from exc
-    if isinstance(sd, Mapping) and "state_dict" in sd and isinstance(sd["state_dict"], Mapping):
-        sd = sd["state_dict"]
-    if not isinstance(sd, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
-        raise CheckpointError(f"{path}: expected a flat dict of tensor name -> tensor, got {type(sd).__name__}")
-    return dict(sd)
-
-
 def load_vae(path: str | Path, *, kind: str | None = None, device: Any = "cpu") -> Wan21VAE | Wan22VAE:
     """Loads a Wan VAE in float32: an official ``Wan2.1_VAE.pth`` / ``Wan2.2_VAE.pth`` file, or a
     Diffusers ``vae/`` folder (``config.json`` with ``latents_mean``/``latents_std`` +
@@ -429,7 +465,7 @@ def load_vae(path: str | Path, *, kind: str | None = None, device: Any = "cpu") 
         except ValueError as exc:
             raise CheckpointError(f"{path}: not a Diffusers {found_kind} VAE state dict ({exc})") from exc
     elif path.exists() or path.suffix == ".pth":
-        sd = _load_pth(path)
+        sd = read_state_dict_file(path)
         found_kind = "wan2.2" if any(k.startswith("encoder.downsamples.0.downsamples.") for k in sd) else "wan2.1"
         if kind is not None and kind != found_kind:
             raise CheckpointError(f"{path}: this is a {found_kind} VAE state dict, the task needs a {kind} VAE")

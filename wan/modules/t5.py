@@ -18,7 +18,8 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from torch import Tensor
 from transformers import UMT5Config, UMT5EncoderModel
 
 from ..errors import CheckpointError
+from ..loading import TEXT_ENCODER_INDEX, TEXT_ENCODER_WEIGHTS, read_state_dict_file, read_weight_folder
 
 __all__ = [
     "T5CheckpointError",
@@ -61,9 +63,6 @@ _BLOCK_KEY_MAP: dict[str, str] = {
     "ffn.fc2.weight": "layer.1.DenseReluDense.wo.weight",
 }
 _EMBED_KEYS = ("shared.weight", "encoder.embed_tokens.weight")
-
-_SAFETENSORS_SINGLE = "model.safetensors"
-_SAFETENSORS_INDEX = "model.safetensors.index.json"
 
 
 class T5CheckpointError(CheckpointError):
@@ -188,69 +187,39 @@ def umt5_config_from_state_dict(sd: Mapping[str, Tensor]) -> UMT5Config:
 # ----------------------------------------------------------------------------- file loading
 
 
+@contextmanager
+def _as_t5_error() -> Iterator[None]:
+    """Re-raises a generic ``CheckpointError`` of the shared readers (``wan.loading``) as a
+    ``T5CheckpointError`` with the same message (it already names the file)."""
+    try:
+        yield
+    except T5CheckpointError:
+        raise
+    except CheckpointError as exc:
+        raise T5CheckpointError(str(exc)) from exc
+
+
 def load_t5_state_dict_file(path: str | Path) -> dict[str, Tensor]:
-    """Reads a ``.pth``/``.pt``/``.bin`` (``torch.load``, mmap, weights only) or ``.safetensors`` file on CPU."""
+    """Reads a ``.pth``/``.pt``/``.bin`` (``torch.load``, mmap, weights only) or ``.safetensors`` file on CPU.
+
+    The reading is ``wan.loading.read_state_dict_file``; its errors are raised as ``T5CheckpointError``
+    (a missing file as ``T5FileNotFoundError``).
+    """
     path = Path(path)
     if not path.is_file():
         raise T5FileNotFoundError(
             f"{path}: text encoder checkpoint not found (expected the umT5 encoder weights, e.g. the official "
             "models_t5_umt5-xxl-enc-bf16.pth, as a .pth/.pt/.bin or .safetensors file)"
         )
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd: Any = load_file(str(path), device="cpu")
-        else:
-            try:
-                sd = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
-            except RuntimeError as exc:
-                if "mmap" not in str(exc):  # only the legacy (non-zip) format cannot be memory-mapped
-                    raise
-                sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt archive, pickle with code, truncated file, ...
-        raise T5CheckpointError(f"{path}: cannot read the file as a tensor state dict ({exc})") from exc
-    if not isinstance(sd, Mapping) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in sd.items()):
-        raise T5CheckpointError(f"{path}: expected a flat dict of str -> Tensor, got {type(sd).__name__}")
-    return dict(sd)
-
-
-def _read_safetensors(path: Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path), device="cpu")
-    except Exception as exc:  # truncated / corrupt header
-        raise T5CheckpointError(f"{path}: cannot read the safetensors file ({exc})") from exc
+    with _as_t5_error():
+        return read_state_dict_file(path)
 
 
 def _load_hf_folder_state_dict(model_dir: Path) -> dict[str, Tensor]:
-    """All tensors of an HF ``text_encoder/`` folder: one ``model.safetensors`` or an index + shards."""
-    index = model_dir / _SAFETENSORS_INDEX
-    single = model_dir / _SAFETENSORS_SINGLE
-    if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
-        except (ValueError, AttributeError) as exc:
-            raise T5CheckpointError(f"{index}: not a valid safetensors index ({exc})") from exc
-        if not isinstance(weight_map, dict) or not weight_map:
-            raise T5CheckpointError(f"{index}: no 'weight_map' in the safetensors index")
-        sd: dict[str, Tensor] = {}
-        for shard in sorted(set(weight_map.values())):
-            shard_path = model_dir / shard
-            if not shard_path.is_file():
-                raise T5CheckpointError(f"{index}: lists shard {shard!r}, which is missing from {model_dir}")
-            sd.update(_read_safetensors(shard_path))
-        return sd
-    if single.is_file():
-        return _read_safetensors(single)
-    shards = sorted(model_dir.glob("*.safetensors"))
-    if len(shards) == 1:
-        return _read_safetensors(shards[0])
-    raise T5CheckpointError(
-        f"{model_dir}: expected {_SAFETENSORS_SINGLE} or {_SAFETENSORS_INDEX} with its shards, "
-        f"found {[p.name for p in shards] or 'no safetensors files'}"
-    )
+    """All tensors of an HF ``text_encoder/`` folder: ``model.safetensors``, its index + shards, or a
+    lone ``*.safetensors`` file (``wan.loading.read_weight_folder``; errors as ``T5CheckpointError``)."""
+    with _as_t5_error():
+        return read_weight_folder(model_dir, TEXT_ENCODER_WEIGHTS, TEXT_ENCODER_INDEX, any_single=True)
 
 
 def _build_encoder(config: UMT5Config, hf_sd: Mapping[str, Tensor], dtype: torch.dtype, device: torch.device,
