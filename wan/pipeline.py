@@ -219,8 +219,11 @@ def _load_image(image: Any) -> PILImage.Image:
     raise GenerationError("image", f"must be a PIL image or a path to an image file; got {type(image).__name__}")
 
 
-def _resize_for_task(spec: ModelSpec, image: PILImage.Image, max_area: int) -> PILImage.Image:
-    """Official image preparation; returns an RGB image of the final output size."""
+def _resize_for_task(
+    spec: ModelSpec, image: PILImage.Image, max_area: int
+) -> tuple[PILImage.Image, tuple[int, int]]:
+    """Official image preparation -> (image, output ``(w, h)``). TI2V-5B: the image resized and cropped to
+    the output size; I2V-A14B: the image unchanged (it is resized later, as a tensor)."""
     from PIL import Image
 
     stride, patch = spec.vae_stride[1], spec.patch_size[1]
@@ -231,7 +234,7 @@ def _resize_for_task(spec: ModelSpec, image: PILImage.Image, max_area: int) -> P
             raise GenerationError(
                 "image", f"aspect ratio {iw}x{ih} is too extreme for an output area of {max_area} pixels"
             )
-        return image  # resized later, as a tensor, with the official bicubic interpolation
+        return image, (ow, oh)  # resized later, as a tensor, with the official bicubic interpolation
     try:
         ow, oh = best_output_size(iw, ih, stride * patch, stride * patch, max_area)
     except ValueError as e:
@@ -239,7 +242,7 @@ def _resize_for_task(spec: ModelSpec, image: PILImage.Image, max_area: int) -> P
     scale = max(ow / iw, oh / ih)
     resized = image.resize((round(iw * scale), round(ih * scale)), Image.LANCZOS)
     left, top = (resized.width - ow) // 2, (resized.height - oh) // 2
-    return resized.crop((left, top, left + ow, top + oh))
+    return resized.crop((left, top, left + ow, top + oh)), (ow, oh)
 
 
 def _image_tensor(image: PILImage.Image) -> Tensor:
@@ -325,11 +328,7 @@ def plan_generation(
     pil = None
     out_w, out_h = size_wh
     if image is not None:
-        pil = _resize_for_task(spec, _load_image(image), size_wh[0] * size_wh[1])
-        if spec.moe:
-            out_w, out_h = i2v_a14b_output_size(pil.width, pil.height, size_wh[0] * size_wh[1], spec.vae_stride[1], spec.patch_size[1])
-        else:
-            out_w, out_h = pil.width, pil.height
+        pil, (out_w, out_h) = _resize_for_task(spec, _load_image(image), size_wh[0] * size_wh[1])
     stride = spec.vae_stride
     latent_shape = (spec.z_dim, f_lat, out_h // stride[1], out_w // stride[2])
     return GenerationPlan(

@@ -211,6 +211,13 @@ def tiny_weights(task: str, *, seed: int = 0) -> TinyWeights:
 
 # ----------------------------------------------------------------------------- official -> Diffusers names
 
+def _inverse(mapping: Mapping[str, str], name: str) -> dict[str, str]:
+    inverse = {official: theirs for theirs, official in mapping.items()}
+    if len(inverse) != len(mapping):
+        raise RuntimeError(f"internal error: {name} maps two names to one official name")
+    return inverse
+
+
 @functools.cache
 def _resnet_to_diffusers() -> dict[str, str]:
     """Official residual-block parameter suffix -> Diffusers suffix: the inverse of the loader's
@@ -218,23 +225,22 @@ def _resnet_to_diffusers() -> dict[str, str]:
     torch-free). ``_vae_to_diffusers`` checks the whole key map against the loader's converter."""
     from .modules.vae_blocks import DIFFUSERS_RESNET_TO_OFFICIAL
 
-    inverse = {official: theirs for theirs, official in DIFFUSERS_RESNET_TO_OFFICIAL.items()}
-    if len(inverse) != len(DIFFUSERS_RESNET_TO_OFFICIAL):
-        raise RuntimeError("internal error: DIFFUSERS_RESNET_TO_OFFICIAL maps two names to one official name")
-    return inverse
+    return _inverse(DIFFUSERS_RESNET_TO_OFFICIAL, "DIFFUSERS_RESNET_TO_OFFICIAL")
 
 
 _RESAMPLE_RE = re.compile(r"(resample\.1|time_conv)\.(weight|bias)")
 
 
 def _vae_shared_key_to_diffusers(key: str) -> str | None:
+    from .modules.vae_blocks import DIFFUSERS_ENDS_TO_OFFICIAL, DIFFUSERS_TOP_TO_OFFICIAL
+
     resnet = _resnet_to_diffusers()
-    for old, new in (("conv1.", "quant_conv."), ("conv2.", "post_quant_conv.")):
+    for old, new in _inverse(DIFFUSERS_TOP_TO_OFFICIAL, "DIFFUSERS_TOP_TO_OFFICIAL").items():
         if key.startswith(old):
             return new + key[len(old):]
     m = re.fullmatch(r"(encoder|decoder)\.(conv1|head\.0|head\.2)\.(.+)", key)
     if m:
-        part = {"conv1": "conv_in", "head.0": "norm_out", "head.2": "conv_out"}[m.group(2)]
+        part = _inverse(DIFFUSERS_ENDS_TO_OFFICIAL, "DIFFUSERS_ENDS_TO_OFFICIAL")[m.group(2)]
         return f"{m.group(1)}.{part}.{m.group(3)}"
     m = re.fullmatch(r"(encoder|decoder)\.middle\.([02])\.(.+)", key)
     if m and m.group(3) in resnet:

@@ -28,7 +28,9 @@ from torch import Tensor, nn
 
 __all__ = [
     "CACHE_T",
+    "DIFFUSERS_ENDS_TO_OFFICIAL",
     "DIFFUSERS_RESNET_TO_OFFICIAL",
+    "DIFFUSERS_TOP_TO_OFFICIAL",
     "AttentionBlock",
     "AvgDown3D",
     "CacheMarker",
@@ -451,19 +453,22 @@ DIFFUSERS_RESNET_TO_OFFICIAL: dict[str, str] = {
 }
 
 
+# diffusers top-level / encoder-decoder end layers -> official names (prefix and part maps)
+DIFFUSERS_TOP_TO_OFFICIAL: dict[str, str] = {"quant_conv.": "conv1.", "post_quant_conv.": "conv2."}
+DIFFUSERS_ENDS_TO_OFFICIAL: dict[str, str] = {"conv_in": "conv1", "norm_out": "head.0", "conv_out": "head.2"}
+
+
 def convert_diffusers_shared_key(key: str) -> str | None:
     """Official name of a diffusers ``AutoencoderKLWan`` key that both VAE versions share, else None.
 
     Covers ``quant_conv``/``post_quant_conv``, ``conv_in``, ``norm_out``/``conv_out`` and ``mid_block``.
     """
-    top = {"quant_conv.": "conv1.", "post_quant_conv.": "conv2."}
-    for old, new in top.items():
+    for old, new in DIFFUSERS_TOP_TO_OFFICIAL.items():
         if key.startswith(old):
             return new + key[len(old) :]
     m = re.fullmatch(r"(encoder|decoder)\.(conv_in|norm_out|conv_out)\.(.+)", key)
     if m:
-        part = {"conv_in": "conv1", "norm_out": "head.0", "conv_out": "head.2"}[m.group(2)]
-        return f"{m.group(1)}.{part}.{m.group(3)}"
+        return f"{m.group(1)}.{DIFFUSERS_ENDS_TO_OFFICIAL[m.group(2)]}.{m.group(3)}"
     m = re.fullmatch(r"(encoder|decoder)\.mid_block\.resnets\.([01])\.(.+)", key)
     if m and m.group(3) in DIFFUSERS_RESNET_TO_OFFICIAL:
         return f"{m.group(1)}.middle.{2 * int(m.group(2))}.{DIFFUSERS_RESNET_TO_OFFICIAL[m.group(3)]}"
