@@ -1,9 +1,12 @@
-"""Importing ``wan`` is cheap and side-effect free: no torch, no CUDA initialisation, no gradio or
+"""The test oracles (diffusers) are installed: a missing oracle is a failure, never a skip.
+
+Importing ``wan`` is cheap and side-effect free: no torch, no CUDA initialisation, no gradio or
 diffusers, no network; ``prompting`` never imports torch. Each check runs in a fresh interpreter."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 import textwrap
@@ -12,6 +15,23 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# The independent references the numerical tests compare against (requirements-dev.txt). They are
+# imported at module level by the tests that use them, so a missing one is an import error there;
+# this test says what to do about it.
+ORACLES = ("diffusers",)
+
+
+@pytest.mark.parametrize("name", ORACLES)
+def test_oracle_is_installed(name: str) -> None:
+    try:
+        importlib.import_module(name)
+    except ImportError as e:
+        pytest.fail(
+            f"the test oracle {name!r} is not importable ({e}); the model, VAE, scheduler and loading "
+            "tests compare against it. Install the test dependencies: pip install -r requirements-dev.txt",
+            pytrace=False,
+        )
 
 
 def _run(code: str) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import torch
+from diffusers import WanTransformer3DModel
 from torch import Tensor, nn
 
 from wan.modules import attention as attention_mod
@@ -34,9 +35,6 @@ from wan.modules.model import (
     is_float32_parameter,
     to_diffusers_dit_state_dict,
 )
-
-diffusers = pytest.importorskip("diffusers")
-from diffusers import WanTransformer3DModel  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_KEYS_FILE = REPO / "tests" / "data" / "official-keys_dit.txt"

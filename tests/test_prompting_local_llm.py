@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tokenizers  # noqa: F401  (runtime dependency: a missing one is an import error, not a skip)
+import torch
+import transformers  # noqa: F401
 
 import prompting
 from prompting import make_extender
 from prompting.local_llm import LocalLLMExtender
-
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-tokenizers = pytest.importorskip("tokenizers")
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import diffusers
 import numpy as np
 import pytest
 import torch
@@ -17,8 +18,6 @@ from wan.schedulers import (
     official_sigmas,
     official_timesteps,
 )
-
-diffusers = pytest.importorskip("diffusers")
 
 # research/diffusers-oracle.md §4: official 50 steps, shift 5.
 OFFICIAL_50_SHIFT5 = [

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKLWan
+from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from torch import Tensor, nn
 
 from wan.modules.vae21 import (
@@ -39,10 +41,6 @@ from wan.modules.vae22 import (
     patchify,
     unpatchify,
 )
-
-diffusers = pytest.importorskip("diffusers")
-from diffusers import AutoencoderKLWan  # noqa: E402
-from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-5
