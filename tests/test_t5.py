@@ -4,20 +4,18 @@ transformers UMT5EncoderModel, on a tiny random checkpoint in the official key l
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
 
+from wan.loading import load_text_encoder_hf, load_text_encoder_official, read_text_encoder_file
 from wan.modules.t5 import (
     T5CheckpointError,
     TextEncoder,
     clean_prompt,
     convert_official_t5_state_dict,
-    load_t5_state_dict_file,
     pad_context,
     umt5_config_from_state_dict,
 )
@@ -125,7 +123,7 @@ def reference(official_sd, tokenizer) -> UMT5EncoderModel:
 
 @pytest.fixture(scope="module")
 def encoder(official_file: Path, tokenizer_dir: Path) -> TextEncoder:
-    return TextEncoder.from_official(official_file, tokenizer_dir, dtype=torch.float32, device="cpu")
+    return load_text_encoder_official(official_file, tokenizer_dir, dtype=torch.float32, device="cpu")
 
 
 def _reference_encode(reference: UMT5EncoderModel, tokenizer, prompts: list[str]):
@@ -277,7 +275,7 @@ def test_encode_input_validation(encoder: TextEncoder) -> None:
 
 
 def test_bf16_load(official_file: Path, tokenizer_dir: Path, reference, tokenizer) -> None:
-    enc = TextEncoder.from_official(official_file, tokenizer_dir, dtype=torch.bfloat16, device="cpu")
+    enc = load_text_encoder_official(official_file, tokenizer_dir, dtype=torch.bfloat16, device="cpu")
     assert all(p.dtype == torch.bfloat16 for p in enc.model.parameters())
     (emb,) = enc.encode([PROMPTS[0]])
     ref, _, mask = _reference_encode(reference, tokenizer, [PROMPTS[0]])
@@ -285,6 +283,19 @@ def test_bf16_load(official_file: Path, tokenizer_dir: Path, reference, tokenize
     assert emb.dtype == torch.bfloat16 and emb.shape == (n, DIM)
     rel = (emb.float() - ref[0, :n]).norm() / ref[0, :n].norm()
     assert rel.item() < 0.05
+
+
+def test_from_state_dict_builds_without_files(official_sd, tokenizer, encoder: TextEncoder) -> None:
+    """t5.py takes a state dict (wan.loading reads the files): official and HF-layout dicts, the layout
+    detected or given, build the same encoder as the file loader; errors name the given source."""
+    expected = encoder.encode(PROMPTS[:2])
+    hf_sd = convert_official_t5_state_dict(official_sd)
+    for sd, layout in ((official_sd, None), (official_sd, "official"), (hf_sd, None), (hf_sd, "hf")):
+        enc = TextEncoder.from_state_dict(sd, tokenizer, key_layout=layout, dtype=torch.float32)
+        for got, want in zip(enc.encode(PROMPTS[:2]), expected):
+            assert torch.equal(got, want)
+    with pytest.raises(T5CheckpointError, match=r"^in-memory: .*not official umT5 encoder keys"):
+        TextEncoder.from_state_dict(hf_sd, tokenizer, key_layout="official", source="in-memory")
 
 
 # ----------------------------------------------------------------------------- HF / Diffusers layout
@@ -296,7 +307,7 @@ def test_load_hf_layout_folder(tmp_path: Path, reference, tokenizer_dir: Path, t
     reference.save_pretrained(folder, max_shard_size="40KB" if sharded else "10GB")
     assert (folder / "config.json").is_file()
     assert (folder / "model.safetensors.index.json").is_file() == sharded
-    enc = TextEncoder.from_hf(folder, tokenizer_dir, dtype=torch.float32, device="cpu")
+    enc = load_text_encoder_hf(folder, tokenizer_dir, dtype=torch.float32, device="cpu")
     embs = enc.encode(PROMPTS[:2])
     ref, _, mask = _reference_encode(reference, tokenizer, PROMPTS[:2])
     for i, e in enumerate(embs):
@@ -306,23 +317,23 @@ def test_load_hf_layout_folder(tmp_path: Path, reference, tokenizer_dir: Path, t
 
 def test_hf_layout_errors(tmp_path: Path, reference, tokenizer_dir: Path) -> None:
     with pytest.raises(FileNotFoundError, match="config.json"):
-        TextEncoder.from_hf(tmp_path / "nowhere", tokenizer_dir, dtype=torch.float32)
+        load_text_encoder_hf(tmp_path / "nowhere", tokenizer_dir, dtype=torch.float32)
     folder = tmp_path / "text_encoder"
     reference.save_pretrained(folder)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "model_type": "t5"}))
     with pytest.raises(T5CheckpointError, match=r"config\.json.*model_type must be 'umt5'"):
-        TextEncoder.from_hf(folder, tokenizer_dir, dtype=torch.float32)
+        load_text_encoder_hf(folder, tokenizer_dir, dtype=torch.float32)
     (folder / "config.json").write_text(json.dumps({**config, "num_layers": 3}))
     with pytest.raises(T5CheckpointError, match=r"text_encoder.*missing keys \['encoder\.block\.2\."):
-        TextEncoder.from_hf(folder, tokenizer_dir, dtype=torch.float32)
+        load_text_encoder_hf(folder, tokenizer_dir, dtype=torch.float32)
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "model.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(T5CheckpointError, match=r"model\.safetensors: cannot read"):
-        TextEncoder.from_hf(folder, tokenizer_dir, dtype=torch.float32)
+        load_text_encoder_hf(folder, tokenizer_dir, dtype=torch.float32)
     (folder / "model.safetensors").unlink()
     with pytest.raises(T5CheckpointError, match="no safetensors files"):
-        TextEncoder.from_hf(folder, tokenizer_dir, dtype=torch.float32)
+        load_text_encoder_hf(folder, tokenizer_dir, dtype=torch.float32)
 
 
 def test_hf_layout_tensor_in_two_shards_is_rejected(tmp_path: Path, reference, tokenizer_dir: Path) -> None:
@@ -341,7 +352,7 @@ def test_hf_layout_tensor_in_two_shards_is_rejected(tmp_path: Path, reference, t
     second_sd = dict(load_file(folder / second))
     save_file({**second_sd, key: first_sd[key]}, folder / second)
     with pytest.raises(CheckpointError) as info:
-        TextEncoder.from_hf(folder, tokenizer_dir, dtype=torch.float32)
+        load_text_encoder_hf(folder, tokenizer_dir, dtype=torch.float32)
     assert isinstance(info.value, T5CheckpointError)
     message = str(info.value)
     assert first in message and second in message and repr(key) in message
@@ -357,42 +368,42 @@ def test_missing_key_names_file_and_key(tmp_path: Path, official_sd, tokenizer_d
     torch.save(sd, path)
     expected = r"models_t5_umt5-xxl-enc-bf16\.pth.*missing keys \['blocks\.1\.ffn\.fc2\.weight'\]"
     with pytest.raises(T5CheckpointError, match=expected):
-        TextEncoder.from_official(path, tokenizer_dir, dtype=torch.float32)
+        load_text_encoder_official(path, tokenizer_dir, dtype=torch.float32)
 
 
 def test_unexpected_key_and_wrong_shape(tmp_path: Path, official_sd, tokenizer_dir: Path) -> None:
     path = tmp_path / T5_FILE
     torch.save({**official_sd, "blocks.0.attn.extra.weight": torch.zeros(2)}, path)
     with pytest.raises(T5CheckpointError, match=r"\.pth.*blocks\.0\.attn\.extra\.weight"):
-        TextEncoder.from_official(path, tokenizer_dir, dtype=torch.float32)
+        load_text_encoder_official(path, tokenizer_dir, dtype=torch.float32)
     torch.save({**official_sd, "blocks.1.attn.q.weight": torch.zeros(DIM, DIM + 1)}, path)
     with pytest.raises(T5CheckpointError, match=r"\.pth.*wrong shapes \['blocks\.1\.attn\.q\.weight: \(32, 33\)"):
-        TextEncoder.from_official(path, tokenizer_dir, dtype=torch.float32)
+        load_text_encoder_official(path, tokenizer_dir, dtype=torch.float32)
     sd = dict(official_sd)
     del sd["token_embedding.weight"]
     torch.save(sd, path)
     with pytest.raises(T5CheckpointError, match=r"\.pth: missing key .token_embedding\.weight."):
-        TextEncoder.from_official(path, tokenizer_dir, dtype=torch.float32)
+        load_text_encoder_official(path, tokenizer_dir, dtype=torch.float32)
 
 
 def test_corrupt_and_missing_files(tmp_path: Path, tokenizer_dir: Path, official_file: Path) -> None:
     bad = tmp_path / T5_FILE
     bad.write_bytes(b"this is not a torch archive")
     with pytest.raises(T5CheckpointError, match=r"models_t5_umt5-xxl-enc-bf16\.pth: cannot read"):
-        TextEncoder.from_official(bad, tokenizer_dir, dtype=torch.float32)
+        load_text_encoder_official(bad, tokenizer_dir, dtype=torch.float32)
     with pytest.raises(FileNotFoundError, match="text encoder checkpoint not found"):
-        TextEncoder.from_official(tmp_path / "absent.pth", tokenizer_dir, dtype=torch.float32)
+        load_text_encoder_official(tmp_path / "absent.pth", tokenizer_dir, dtype=torch.float32)
     with pytest.raises(FileNotFoundError, match="tokenizer folder not found"):
-        TextEncoder.from_official(official_file, tmp_path / "google" / "umt5-xxl", dtype=torch.float32)
+        load_text_encoder_official(official_file, tmp_path / "google" / "umt5-xxl", dtype=torch.float32)
 
 
 def test_missing_files_are_checkpoint_errors_naming_the_path(tmp_path: Path, tokenizer_dir: Path, official_file: Path) -> None:
     from wan.errors import CheckpointError
 
     cases = [
-        (lambda: TextEncoder.from_official(tmp_path / "absent.pth", tokenizer_dir), tmp_path / "absent.pth", "umT5 encoder weights"),
-        (lambda: TextEncoder.from_official(official_file, tmp_path / "tok"), tmp_path / "tok", "tokenizer files"),
-        (lambda: TextEncoder.from_hf(tmp_path / "te", tokenizer_dir), tmp_path / "te" / "config.json", "config.json and model.safetensors"),
+        (lambda: load_text_encoder_official(tmp_path / "absent.pth", tokenizer_dir), tmp_path / "absent.pth", "umT5 encoder weights"),
+        (lambda: load_text_encoder_official(official_file, tmp_path / "tok"), tmp_path / "tok", "tokenizer files"),
+        (lambda: load_text_encoder_hf(tmp_path / "te", tokenizer_dir), tmp_path / "te" / "config.json", "config.json and model.safetensors"),
     ]
     for load, path, expected in cases:
         with pytest.raises(T5CheckpointError) as info:
@@ -406,7 +417,7 @@ def test_pth_reader_retries_without_mmap_only_for_mmap_errors(
 ) -> None:
     legacy = tmp_path / "legacy.pth"
     torch.save(official_sd, legacy, _use_new_zipfile_serialization=False)  # cannot be memory-mapped
-    loaded = load_t5_state_dict_file(legacy)
+    loaded = read_text_encoder_file(legacy)
     assert set(loaded) == set(official_sd) and torch.equal(loaded["norm.weight"], official_sd["norm.weight"])
 
     calls: list[bool] = []
@@ -420,7 +431,7 @@ def test_pth_reader_retries_without_mmap_only_for_mmap_errors(
 
     monkeypatch.setattr(torch, "load", failing_load)
     with pytest.raises(T5CheckpointError, match=r"legacy\.pth: cannot read.*central directory"):
-        load_t5_state_dict_file(legacy)
+        read_text_encoder_file(legacy)
     assert calls == [True]  # not retried: the error has nothing to do with mmap
 
 
@@ -455,17 +466,4 @@ def test_tokenizer_vocab_larger_than_model_is_rejected(tmp_path: Path, tokenizer
     path = tmp_path / T5_FILE
     torch.save(sd, path)
     with pytest.raises(ValueError, match="vocab_size is 100"):
-        TextEncoder.from_official(path, tokenizer_dir, dtype=torch.float32)
-
-
-def test_import_has_no_side_effects() -> None:
-    """Importing these modules pulls in neither diffusers nor gradio and does not initialise CUDA."""
-    code = (
-        "import sys, torch\n"
-        "import wan.modules.t5, wan.schedulers, wan.synthetic_tokenizer\n"
-        "bad = [m for m in ('diffusers', 'gradio') if m in sys.modules]\n"
-        "assert not bad, bad\n"
-        "assert not torch.cuda.is_initialized()\n"
-    )
-    root = Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=120)
+        load_text_encoder_official(path, tokenizer_dir, dtype=torch.float32)

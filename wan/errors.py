@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError"]
+__all__ = ["CheckpointError", "T5CheckpointError", "T5FileNotFoundError"]
 
 
 class CheckpointError(RuntimeError):
@@ -10,3 +10,14 @@ class CheckpointError(RuntimeError):
 
     The message always names the file or folder and says what was expected there.
     """
+
+
+class T5CheckpointError(CheckpointError):
+    """A text-encoder checkpoint is missing, malformed or inconsistent; the message names the file.
+
+    Raised by ``wan.modules.t5`` (key conversion, architecture, key/shape checks) and by
+    ``wan.loading`` (reading the weights, ``config.json`` and the tokenizer)."""
+
+
+class T5FileNotFoundError(T5CheckpointError, FileNotFoundError):
+    """A text-encoder file or folder does not exist (a ``T5CheckpointError`` and a ``FileNotFoundError``)."""

@@ -27,13 +27,14 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from .configs import ModelSpec, check_dit_config, dit_config_from_json, get_spec
-from .errors import CheckpointError
+from .errors import CheckpointError, T5CheckpointError, T5FileNotFoundError
 
 if TYPE_CHECKING:
     import torch
@@ -49,6 +50,8 @@ __all__ = [
     "DIT_WEIGHTS",
     "LAYOUTS",
     "CheckpointError",
+    "T5CheckpointError",
+    "T5FileNotFoundError",
     "Components",
     "Layout",
     "detect_layout",
@@ -59,9 +62,13 @@ __all__ = [
     "load_components",
     "load_dit",
     "load_text_encoder",
+    "load_text_encoder_hf",
+    "load_text_encoder_official",
+    "load_umt5_tokenizer",
     "load_vae",
     "missing_files",
     "read_state_dict_file",
+    "read_text_encoder_file",
     "read_weight_folder",
     "required_files",
     "resolve_dtype",
@@ -486,13 +493,100 @@ def load_vae(path: str | Path, *, kind: str | None = None, device: Any = "cpu") 
 # ----------------------------------------------------------------------------- text encoder
 
 
+@contextmanager
+def _as_t5_error() -> Iterator[None]:
+    """Re-raises a generic ``CheckpointError`` of the shared readers as a ``T5CheckpointError`` with
+    the same message (it already names the file)."""
+    try:
+        yield
+    except T5CheckpointError:
+        raise
+    except CheckpointError as exc:
+        raise T5CheckpointError(str(exc)) from exc
+
+
+def read_text_encoder_file(path: str | Path) -> dict[str, Tensor]:
+    """The tensors of a text-encoder file (``.pth``/``.pt``/``.bin`` or ``.safetensors``) on the CPU,
+    read by ``read_state_dict_file``; its errors are raised as ``T5CheckpointError`` and a missing
+    file as ``T5FileNotFoundError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise T5FileNotFoundError(
+            f"{path}: text encoder checkpoint not found (expected the umT5 encoder weights, e.g. the official "
+            "models_t5_umt5-xxl-enc-bf16.pth, as a .pth/.pt/.bin or .safetensors file)"
+        )
+    with _as_t5_error():
+        return read_state_dict_file(path)
+
+
+def load_umt5_tokenizer(tokenizer_dir: str | Path) -> Any:
+    """The umT5 tokenizer of a folder (``AutoTokenizer``, local files only). A missing folder raises
+    ``T5FileNotFoundError``."""
+    from transformers import AutoTokenizer
+
+    tokenizer_dir = Path(tokenizer_dir)
+    if not tokenizer_dir.is_dir():
+        raise T5FileNotFoundError(
+            f"{tokenizer_dir}: tokenizer folder not found (expected the umT5 tokenizer files, e.g. "
+            "<ckpt>/google/umt5-xxl or a Diffusers tokenizer/ folder)"
+        )
+    return AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
+
+
+def load_text_encoder_official(
+    pth_path: str | Path, tokenizer_dir: str | Path, *, dtype: Any = "bfloat16", device: Any = "cpu", text_len: int = 512
+) -> TextEncoder:
+    """The encoder of an official ``models_t5_umt5-xxl-enc-bf16.pth`` (official keys) with the
+    tokenizer of ``tokenizer_dir`` (``google/umt5-xxl/``). Raises ``T5CheckpointError`` naming the
+    file (``T5FileNotFoundError`` for a missing file or folder)."""
+    from .modules.t5 import TextEncoder
+
+    dtype = resolve_dtype(dtype)
+    sd = read_text_encoder_file(pth_path)
+    tokenizer = load_umt5_tokenizer(tokenizer_dir)
+    return TextEncoder.from_state_dict(
+        sd, tokenizer, key_layout="official", dtype=dtype, device=device, text_len=text_len, source=pth_path
+    )
+
+
+def load_text_encoder_hf(
+    model_dir: str | Path, tokenizer_dir: str | Path, *, dtype: Any = "bfloat16", device: Any = "cpu", text_len: int = 512
+) -> TextEncoder:
+    """The encoder of an HF/Diffusers ``text_encoder/`` folder (``config.json`` + ``model.safetensors``,
+    its index + shards, or a lone ``*.safetensors`` file; HF keys) with the tokenizer of
+    ``tokenizer_dir``. Raises ``T5CheckpointError`` naming the file or folder
+    (``T5FileNotFoundError`` for a missing ``config.json`` or tokenizer folder)."""
+    from .modules.t5 import TextEncoder, umt5_config_from_dict
+
+    dtype = resolve_dtype(dtype)
+    model_dir = Path(model_dir)
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise T5FileNotFoundError(
+            f"{config_path}: text encoder config not found (expected a Diffusers/HF text_encoder/ folder "
+            "with config.json and model.safetensors)"
+        )
+    try:
+        raw = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise T5CheckpointError(f"{config_path}: not a valid umT5 config ({exc})") from exc
+    try:
+        config = umt5_config_from_dict(raw)
+    except T5CheckpointError as exc:
+        raise T5CheckpointError(f"{config_path}: {exc}") from exc
+    with _as_t5_error():
+        sd = read_weight_folder(model_dir, TEXT_ENCODER_WEIGHTS, TEXT_ENCODER_INDEX, any_single=True)
+    tokenizer = load_umt5_tokenizer(tokenizer_dir)
+    return TextEncoder.from_state_dict(
+        sd, tokenizer, key_layout="hf", config=config, dtype=dtype, device=device, text_len=text_len, source=model_dir
+    )
+
+
 def load_text_encoder(
     ckpt_dir: str | Path, spec: ModelSpec, *, layout: Layout | None = None, dtype: Any = "bfloat16", device: Any = "cpu"
 ) -> TextEncoder:
     """The umT5 encoder + tokenizer of a checkpoint: official ``models_t5_umt5-xxl-enc-bf16.pth`` +
     ``google/umt5-xxl/``, or Diffusers ``text_encoder/`` + ``tokenizer/``. Raises ``CheckpointError``."""
-    from .modules.t5 import TextEncoder
-
     root = Path(ckpt_dir)
     layout = layout or detect_layout(root)
     if layout == "official":
@@ -510,8 +604,8 @@ def load_text_encoder(
     dtype = resolve_dtype(dtype)
     try:
         if layout == "official":
-            return TextEncoder.from_official(weights, tokenizer, dtype=dtype, device=device, text_len=spec.text_len)
-        return TextEncoder.from_hf(weights, tokenizer, dtype=dtype, device=device, text_len=spec.text_len)
+            return load_text_encoder_official(weights, tokenizer, dtype=dtype, device=device, text_len=spec.text_len)
+        return load_text_encoder_hf(weights, tokenizer, dtype=dtype, device=device, text_len=spec.text_len)
     except CheckpointError:
         raise
     except Exception as exc:  # tokenizer files unreadable, vocab mismatch, missing config ...

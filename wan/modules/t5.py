@@ -1,9 +1,11 @@
 """umT5-XXL text encoder (encoder only), built on transformers' ``UMT5EncoderModel``.
 
 Wan ships the encoder as ``models_t5_umt5-xxl-enc-bf16.pth`` with its own key names; this module maps
-those keys onto the Hugging Face layout, infers the architecture from the tensors, and loads the
-weights without ever materialising a randomly initialised model (meta device + ``assign=True``).
-Diffusers-format checkpoints (``text_encoder/`` with ``config.json`` + safetensors) load too.
+those keys onto the Hugging Face layout, infers the architecture from the tensors, and builds the
+model from a state dict without ever materialising a randomly initialised model (meta device +
+``assign=True``). HF-layout dicts (a Diffusers ``text_encoder/``) build too. This module reads no
+files: ``wan.loading`` reads the checkpoint, the ``config.json`` and the tokenizer and calls
+``TextEncoder.from_state_dict``.
 
 Encoding follows the official pipeline: clean the prompt, tokenize to exactly ``text_len`` (512)
 tokens with ``</s>`` appended, run the encoder over all positions with the key-padding mask, and
@@ -16,30 +18,29 @@ Shapes: ``encode(prompts)`` -> list of ``[L_i, dim]``; ``pad_context`` -> ``[B, 
 from __future__ import annotations
 
 import html
-import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 from transformers import UMT5Config, UMT5EncoderModel
 
-from ..errors import CheckpointError
-from ..loading import TEXT_ENCODER_INDEX, TEXT_ENCODER_WEIGHTS, read_state_dict_file, read_weight_folder
+from ..errors import T5CheckpointError
 
 __all__ = [
+    "KeyLayout",
     "T5CheckpointError",
-    "T5FileNotFoundError",
     "TextEncoder",
     "clean_prompt",
     "convert_official_t5_state_dict",
-    "load_t5_state_dict_file",
     "pad_context",
+    "umt5_config_from_dict",
     "umt5_config_from_state_dict",
 ]
+
+KeyLayout = Literal["official", "hf"]
 
 # Constants of the official umT5 encoder that the tensors cannot tell us.
 RELATIVE_ATTENTION_MAX_DISTANCE = 128
@@ -63,14 +64,6 @@ _BLOCK_KEY_MAP: dict[str, str] = {
     "ffn.fc2.weight": "layer.1.DenseReluDense.wo.weight",
 }
 _EMBED_KEYS = ("shared.weight", "encoder.embed_tokens.weight")
-
-
-class T5CheckpointError(CheckpointError):
-    """A text-encoder checkpoint is missing, malformed or inconsistent; the message names the file."""
-
-
-class T5FileNotFoundError(T5CheckpointError, FileNotFoundError):
-    """A text-encoder file or folder does not exist (a ``T5CheckpointError`` and a ``FileNotFoundError``)."""
 
 
 # ----------------------------------------------------------------------------- key conversion
@@ -184,42 +177,22 @@ def umt5_config_from_state_dict(sd: Mapping[str, Tensor]) -> UMT5Config:
     )
 
 
-# ----------------------------------------------------------------------------- file loading
+def umt5_config_from_dict(raw: Mapping[str, Any]) -> UMT5Config:
+    """The encoder-only ``UMT5Config`` of an HF ``config.json`` dict (``model_type`` must be umt5).
 
-
-@contextmanager
-def _as_t5_error() -> Iterator[None]:
-    """Re-raises a generic ``CheckpointError`` of the shared readers (``wan.loading``) as a
-    ``T5CheckpointError`` with the same message (it already names the file)."""
+    Raises ``T5CheckpointError`` when the dict is not a valid umT5 config (wrong ``model_type``,
+    or a value ``UMT5Config`` rejects)."""
     try:
-        yield
-    except T5CheckpointError:
-        raise
-    except CheckpointError as exc:
-        raise T5CheckpointError(str(exc)) from exc
+        if not isinstance(raw, Mapping):
+            raise TypeError(f"expected a JSON object, got {type(raw).__name__}")
+        if raw.get("model_type", "umt5") != "umt5":
+            raise ValueError(f"model_type must be 'umt5', got {raw.get('model_type')!r}")
+        return UMT5Config.from_dict({**raw, "is_encoder_decoder": False, "use_cache": False})
+    except Exception as exc:  # wrong model_type, strict field validation of UMT5Config
+        raise T5CheckpointError(f"not a valid umT5 config ({exc})") from exc
 
 
-def load_t5_state_dict_file(path: str | Path) -> dict[str, Tensor]:
-    """Reads a ``.pth``/``.pt``/``.bin`` (``torch.load``, mmap, weights only) or ``.safetensors`` file on CPU.
-
-    The reading is ``wan.loading.read_state_dict_file``; its errors are raised as ``T5CheckpointError``
-    (a missing file as ``T5FileNotFoundError``).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise T5FileNotFoundError(
-            f"{path}: text encoder checkpoint not found (expected the umT5 encoder weights, e.g. the official "
-            "models_t5_umt5-xxl-enc-bf16.pth, as a .pth/.pt/.bin or .safetensors file)"
-        )
-    with _as_t5_error():
-        return read_state_dict_file(path)
-
-
-def _load_hf_folder_state_dict(model_dir: Path) -> dict[str, Tensor]:
-    """All tensors of an HF ``text_encoder/`` folder: ``model.safetensors``, its index + shards, or a
-    lone ``*.safetensors`` file (``wan.loading.read_weight_folder``; errors as ``T5CheckpointError``)."""
-    with _as_t5_error():
-        return read_weight_folder(model_dir, TEXT_ENCODER_WEIGHTS, TEXT_ENCODER_INDEX, any_single=True)
+# ----------------------------------------------------------------------------- building the encoder
 
 
 def _build_encoder(config: UMT5Config, hf_sd: Mapping[str, Tensor], dtype: torch.dtype, device: torch.device,
@@ -268,18 +241,6 @@ def _build_encoder(config: UMT5Config, hf_sd: Mapping[str, Tensor], dtype: torch
     model.load_state_dict(converted, strict=True, assign=True)
     model.encoder.embed_tokens.weight = model.shared.weight  # re-tie (assign gives two Parameters)
     return model.eval().requires_grad_(False)
-
-
-def _load_tokenizer(tokenizer_dir: str | Path) -> Any:
-    from transformers import AutoTokenizer
-
-    tokenizer_dir = Path(tokenizer_dir)
-    if not tokenizer_dir.is_dir():
-        raise T5FileNotFoundError(
-            f"{tokenizer_dir}: tokenizer folder not found (expected the umT5 tokenizer files, e.g. "
-            "<ckpt>/google/umt5-xxl or a Diffusers tokenizer/ folder)"
-        )
-    return AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
 
 
 # ----------------------------------------------------------------------------- prompts and encoder
@@ -331,51 +292,40 @@ class TextEncoder:
         return self.model.shared.weight.dtype
 
     @classmethod
-    def from_official(
+    def from_state_dict(
         cls,
-        pth_path: str | Path,
-        tokenizer_dir: str | Path,
+        sd: Mapping[str, Tensor],
+        tokenizer: Any,
+        *,
+        key_layout: KeyLayout | None = None,
+        config: UMT5Config | None = None,
         dtype: torch.dtype = torch.bfloat16,
         device: str | torch.device = "cpu",
         text_len: int = 512,
+        source: str | Path = "state dict",
     ) -> "TextEncoder":
-        """Loads ``models_t5_umt5-xxl-enc-bf16.pth`` (official keys) and ``google/umt5-xxl/``."""
-        official = load_t5_state_dict_file(pth_path)
-        try:
-            hf_sd = convert_official_t5_state_dict(official)
-            config = umt5_config_from_state_dict(official)
-        except T5CheckpointError as exc:
-            raise T5CheckpointError(f"{pth_path}: {exc}") from exc
-        model = _build_encoder(config, hf_sd, dtype, torch.device(device), pth_path, official_names=True)
-        return cls(model, _load_tokenizer(tokenizer_dir), text_len=text_len)
+        """Builds the encoder from an umT5 encoder state dict and a loaded tokenizer (no file access).
 
-    @classmethod
-    def from_hf(
-        cls,
-        model_dir: str | Path,
-        tokenizer_dir: str | Path,
-        dtype: torch.dtype = torch.bfloat16,
-        device: str | torch.device = "cpu",
-        text_len: int = 512,
-    ) -> "TextEncoder":
-        """Loads an HF/Diffusers ``text_encoder/`` folder (``config.json`` + safetensors, HF keys)."""
-        model_dir = Path(model_dir)
-        config_path = model_dir / "config.json"
-        if not config_path.is_file():
-            raise T5FileNotFoundError(
-                f"{config_path}: text encoder config not found (expected a Diffusers/HF text_encoder/ folder "
-                "with config.json and model.safetensors)"
-            )
+        ``key_layout`` is ``"official"`` (the keys of ``models_t5_umt5-xxl-enc-bf16.pth``) or
+        ``"hf"`` (``UMT5EncoderModel`` keys, as in a Diffusers ``text_encoder/``); None detects it.
+        ``config`` defaults to the one inferred from the tensors (``umt5_config_from_state_dict``).
+        The model is built on the meta device and the tensors are cast to ``dtype``, moved to
+        ``device`` and assigned strictly. Errors are ``T5CheckpointError`` whose message starts with
+        ``source`` (the file or folder the dict came from) and names keys in the dict's own naming.
+        """
+        if key_layout is None:
+            key_layout = "hf" if _is_hf_layout(sd) else "official"
+        if key_layout not in ("official", "hf"):
+            raise ValueError(f"key_layout must be 'official' or 'hf', got {key_layout!r}")
+        official = key_layout == "official"
         try:
-            raw = json.loads(config_path.read_text(encoding="utf-8"))
-            if raw.get("model_type", "umt5") != "umt5":
-                raise ValueError(f"model_type must be 'umt5', got {raw.get('model_type')!r}")
-            config = UMT5Config.from_dict({**raw, "is_encoder_decoder": False, "use_cache": False})
-        except Exception as exc:  # invalid JSON, wrong model_type, strict field validation of UMT5Config
-            raise T5CheckpointError(f"{config_path}: not a valid umT5 config ({exc})") from exc
-        sd = _load_hf_folder_state_dict(model_dir)
-        model = _build_encoder(config, sd, dtype, torch.device(device), model_dir, official_names=False)
-        return cls(model, _load_tokenizer(tokenizer_dir), text_len=text_len)
+            hf_sd = convert_official_t5_state_dict(sd) if official else dict(sd)
+            if config is None:
+                config = umt5_config_from_state_dict(sd)
+        except T5CheckpointError as exc:
+            raise T5CheckpointError(f"{source}: {exc}") from exc
+        model = _build_encoder(config, hf_sd, dtype, torch.device(device), source, official_names=official)
+        return cls(model, tokenizer, text_len=text_len)
 
     def tokenize(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """Cleans and tokenizes to exactly ``text_len`` tokens -> (input_ids, attention_mask), int64 [B, text_len]."""
