@@ -1,0 +1,203 @@
+"""Hardening of the result store and the upload checks, from an adversarial probe of the app.
+
+Real files on disk, real ffmpeg (``wan.video.save_video``) and real PIL throughout; monkeypatch is
+used only to simulate a full disk (``OSError(ENOSPC)``) and to count concurrent decodes.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from playground import history
+from playground.history import HistoryStore, UnknownIdError
+from wan import video as wan_video
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_frames(frames: int = 3, height: int = 32, width: int = 48) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(3, frames, height, width, generator=g) * 2 - 1
+
+
+def write_png(path: Path, size: tuple[int, int] = (64, 48)) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", size, "teal").save(path, format="PNG")
+    return path
+
+
+def prepare(store: HistoryStore, *, image: bool = True) -> tuple[str, Path, Path | None]:
+    """What the studio does before ``commit``: a real mp4 (and input image) under ``.tmp/``."""
+    gen_id = store.reserve_id()
+    video = store.work_path(gen_id, ".mp4")
+    wan_video.save_video(small_frames(), video, fps=16, metadata={"prompt": "p"})
+    img = write_png(store.work_path(gen_id, ".png")) if image else None
+    return gen_id, video, img
+
+
+def commit(store: HistoryStore, *, owner: str | None = None, **settings) -> history.HistoryEntry:
+    gen_id, video, img = prepare(store)
+    return store.commit(gen_id, video, {"task": "t2v-A14B", "prompt": "p", "seed": 1, **settings}, img, owner=owner)
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def enospc(*_a, **_k):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+# ------------------------------------------------------------------------ 1. disk full, orphans
+def test_commit_is_all_or_nothing_when_the_json_write_hits_a_full_disk(tmp_path, monkeypatch):
+    store = HistoryStore(tmp_path, orphan_grace_s=0)
+    gen_id, video, img = prepare(store)
+    monkeypatch.setattr(history.os, "fsync", enospc)  # the JSON write is the last step of commit
+    with pytest.raises(OSError, match="disk full") as info:
+        store.commit(gen_id, video, {"task": "t2v-A14B", "prompt": "p"}, img)
+    assert info.value.errno == errno.ENOSPC
+    assert names(tmp_path) == [".tmp"]  # no mp4, no input image, no partial JSON
+    assert names(store.tmp_dir) == []  # the work files of the failed generation are gone too
+    with pytest.raises(UnknownIdError):
+        store.get(gen_id)
+    assert store.list() == []
+
+
+def test_commit_rolls_back_the_image_when_moving_the_video_fails(tmp_path, monkeypatch):
+    store = HistoryStore(tmp_path, orphan_grace_s=0)
+    gen_id, video, img = prepare(store)
+    real_replace = os.replace
+
+    def replace(src, dst, *a, **k):
+        if str(dst).endswith(".mp4"):
+            enospc()
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(history.os, "replace", replace)
+    with pytest.raises(OSError, match="disk full"):
+        store.commit(gen_id, video, {"task": "t2v-A14B", "prompt": "p"}, img)
+    assert names(tmp_path) == [".tmp"] and names(store.tmp_dir) == []
+
+
+def test_commit_failure_keeps_other_results(tmp_path, monkeypatch):
+    store = HistoryStore(tmp_path, orphan_grace_s=0)
+    kept = commit(store)
+    gen_id, video, img = prepare(store)
+    monkeypatch.setattr(history.os, "fsync", enospc)
+    with pytest.raises(OSError):
+        store.commit(gen_id, video, {"task": "t2v-A14B", "prompt": "p"}, img)
+    monkeypatch.undo()
+    assert [e.id for e in store.list()] == [kept.id]
+    assert store.get(kept.id).video.stat().st_size > 0
+
+
+def test_release_removes_the_work_files_of_a_failed_generation(tmp_path):
+    store = HistoryStore(tmp_path)
+    gen_id, video, img = prepare(store)
+    assert video.stat().st_size > 0 and img is not None and img.is_file()
+    store.release(gen_id)  # generation failed after writing (e.g. while saving the input image)
+    assert names(store.tmp_dir) == [] and names(tmp_path) == [".tmp"]
+
+
+def test_get_and_list_never_serve_an_empty_or_missing_video(tmp_path):
+    store = HistoryStore(tmp_path)
+    empty = commit(store, prompt="empty")
+    corrupt = commit(store, prompt="corrupt")
+    good = commit(store, prompt="good")
+    empty.video.write_bytes(b"")  # what a full disk left behind
+    store.settings_path(corrupt.id).write_text("{trunc")
+    assert [e.id for e in store.list()] == [good.id]
+    for bad in (empty.id, corrupt.id):
+        with pytest.raises(UnknownIdError):
+            store.get(bad)
+    assert store.get(good.id).video.stat().st_size > 0
+
+
+def test_restart_removes_orphans_and_empty_videos_after_the_grace_period(tmp_path):
+    store = HistoryStore(tmp_path)
+    good = commit(store)
+    orphan_mp4 = tmp_path / "20250101-000000-aaaaaa.mp4"
+    wan_video.save_video(small_frames(), orphan_mp4, fps=16)  # mp4 moved in, JSON never written
+    orphan_png = write_png(tmp_path / "20250101-000000-bbbbbb.input.png")
+    empty = commit(store, prompt="empty")
+    empty.video.write_bytes(b"")
+    json_tmp = tmp_path / f".{empty.id}.json.w999999999-0123abcd.x1.tmp"  # a JSON temp of a dead writer
+    json_tmp.write_text("{")
+
+    # Young orphans may be the in-flight commit of another process: kept (grace period).
+    HistoryStore(tmp_path, orphan_grace_s=3600)
+    assert orphan_mp4.exists() and orphan_png.exists()
+
+    HistoryStore(tmp_path, orphan_grace_s=0)
+    assert names(tmp_path) == sorted([".tmp", f"{good.id}.mp4", f"{good.id}.json", f"{good.id}.input.png"])
+    assert [e.id for e in HistoryStore(tmp_path).list()] == [good.id]
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_restart_removes_work_files_of_dead_writers_only(tmp_path):
+    store = HistoryStore(tmp_path)
+    gen_id = store.reserve_id()
+    mine = store.work_path(gen_id, ".mp4")
+    mine.write_bytes(b"live")
+    dead = store.tmp_dir / f"{gen_id}.w{_dead_pid()}-0123abcd.00000000.mp4"
+    dead.write_bytes(b"dead")
+    # same pid as this process but another process token: a previous server run in the same container
+    previous = store.tmp_dir / f"{gen_id}.w{os.getpid()}-ffffffff.00000000.png"
+    previous.write_bytes(b"old")
+    HistoryStore(tmp_path, orphan_grace_s=0)
+    assert names(store.tmp_dir) == [mine.name]
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    from playground.history import HistoryStore
+    from wan import video as wan_video
+    store = HistoryStore(sys.argv[1])
+    gen_id = store.reserve_id()
+    frames = torch.rand(3, 160, 256, 320) * 2 - 1
+    print("writing", flush=True)
+    wan_video.save_video(frames, store.work_path(gen_id, ".mp4"), fps=16)
+    """
+)
+
+
+def test_kill_9_during_the_mp4_write_leaves_nothing_after_restart(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+        deadline = time.monotonic() + 60
+        partial: list[Path] = []
+        while time.monotonic() < deadline and not partial:
+            partial = [p for p in (tmp_path / ".tmp").iterdir() if p.name.endswith(".partial.mp4")]
+            time.sleep(0.05)
+        assert partial, "ffmpeg never created its partial file"
+        assert partial[0].name.startswith(".") and f".w{proc.pid}-" in partial[0].name
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    time.sleep(0.5)  # ffmpeg sees EOF on its stdin and exits
+    assert [p for p in (tmp_path / ".tmp").iterdir() if p.name.endswith(".partial.mp4")]  # the fault
+    store = HistoryStore(tmp_path, orphan_grace_s=0)  # restart
+    assert names(store.tmp_dir) == [] and names(tmp_path) == [".tmp"]
+    assert store.list() == []
