@@ -201,3 +201,64 @@ def test_kill_9_during_the_mp4_write_leaves_nothing_after_restart(tmp_path):
     store = HistoryStore(tmp_path, orphan_grace_s=0)  # restart
     assert names(store.tmp_dir) == [] and names(tmp_path) == [".tmp"]
     assert store.list() == []
+
+
+# ------------------------------------------------------------------------ 2. owner-scoped history
+def test_owner_scoped_list_query_offset_and_permalinks(tmp_path):
+    store = HistoryStore(tmp_path)
+    a1 = commit(store, owner="alice-token", prompt="A Red Fox in snow", task="t2v-A14B")
+    b1 = commit(store, owner="bob_token", prompt="a boat", task="ti2v-5B")
+    a2 = commit(store, owner="alice-token", prompt="city at night", task="i2v-A14B")
+    legacy = commit(store, prompt="no owner")
+    assert [e.id for e in store.list()] == [legacy.id, a2.id, b1.id, a1.id]  # unchanged: everything
+    assert [e.id for e in store.list(owner="alice-token")] == [a2.id, a1.id]
+    assert [e.id for e in store.list(owner="bob_token")] == [b1.id]
+    assert store.list(owner="carol") == []
+    assert [e.id for e in store.list(owner="alice-token", offset=1)] == [a1.id]
+    assert [e.id for e in store.list(owner="alice-token", limit=1)] == [a2.id]
+    assert [e.id for e in store.list(limit=2, offset=1)] == [a2.id, b1.id]
+    assert [e.id for e in store.list(query="red FOX")] == [a1.id]  # prompt, case-insensitive
+    assert [e.id for e in store.list(query="TI2V")] == [b1.id]  # task
+    assert [e.id for e in store.list(query=a2.id.upper())] == [a2.id]  # id
+    assert [e.id for e in store.list(owner="bob_token", query="fox")] == []
+    assert [e.id for e in store.list(query="  ")] == [e.id for e in store.list()]
+    # a permalink works for anyone; the owner token is stored but not among the shown settings
+    got = store.get(b1.id)
+    assert got.owner == "bob_token" and "owner" not in got.settings
+    assert json.loads(store.settings_path(b1.id).read_text())["owner"] == "bob_token"
+    assert store.get(legacy.id).owner is None
+    assert "owner" not in json.loads(store.settings_path(legacy.id).read_text())
+
+
+def test_owner_must_be_an_opaque_token_never_an_ip(tmp_path):
+    store = HistoryStore(tmp_path)
+    gen_id, video, img = prepare(store)
+    for bad in ("203.0.113.7", "2001:db8::1", "", "x" * 129, "a/b", 42):
+        with pytest.raises(ValueError, match="opaque token"):
+            store.commit(gen_id, video, {"task": "t2v-A14B"}, img, owner=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="opaque token"):
+            store.list(owner=bad)  # type: ignore[arg-type]
+    assert names(tmp_path) == [".tmp"]
+
+
+def test_delete_checks_the_owner_and_removes_all_files(tmp_path):
+    store = HistoryStore(tmp_path)
+    mine = commit(store, owner="alice-token")
+    theirs = commit(store, owner="bob_token")
+    legacy = commit(store)
+    with pytest.raises(history.NotOwnerError, match=f"Result {theirs.id} was not made in this browser"):
+        store.delete(theirs.id, owner="alice-token")
+    with pytest.raises(history.NotOwnerError):
+        store.delete(legacy.id, owner="alice-token")  # no owner recorded: only the operator may delete
+    assert store.get(theirs.id).video.is_file()
+    store.delete(mine.id, owner="alice-token")
+    assert not any(p.name.startswith(mine.id) for p in tmp_path.iterdir())
+    with pytest.raises(UnknownIdError):
+        store.get(mine.id)
+    with pytest.raises(UnknownIdError, match="nothing was deleted"):
+        store.delete(mine.id, owner="alice-token")
+    with pytest.raises(history.InvalidIdError):
+        store.delete("../x")
+    store.delete(legacy.id)  # owner=None: the operator's delete
+    assert [e.id for e in store.list()] == [theirs.id]
+    assert names(tmp_path) == sorted([".tmp", f"{theirs.id}.json", f"{theirs.id}.mp4", f"{theirs.id}.input.png"])
