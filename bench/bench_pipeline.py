@@ -102,7 +102,7 @@ def random_official_state_dict(cfg: Any, seed: int, dtype: Any) -> dict[str, Any
 def _tiny_parts() -> tuple[Any, Path]:
     """Tiny VAE + text encoder (unused by the timed loop, needed to build the pipelines)."""
     from wan.loading import load_components
-    from wan.synthetic import write_tiny_checkpoint
+    from wan.testing.synthetic import write_tiny_checkpoint
 
     root = RESULTS / "tiny"
     official = root / "t2v-official"

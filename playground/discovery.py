@@ -162,7 +162,7 @@ def ensure_demo_checkpoint(task: str, demo_root: Path) -> Path:
     with _demo_lock:
         if (target / _DEMO_MARKER).is_file():
             return target
-        from wan import synthetic
+        from wan.testing import synthetic
 
         demo_root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{task}.", dir=demo_root))

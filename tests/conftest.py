@@ -20,7 +20,7 @@ TinyCkpt = Callable[..., Path]
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> TinyCkpt:
     """Factory ``(task, layout="official", seed=0) -> Path``; each checkpoint is written once per session."""
-    from wan import synthetic
+    from wan.testing import synthetic
 
     cache: dict[tuple[str, str, int], Path] = {}
     root = tmp_path_factory.mktemp("tiny_ckpts")

@@ -1,4 +1,4 @@
-"""wan.loading and wan.synthetic: tiny checkpoints in both layouts load for every task, the loaded
+"""wan.loading and wan.testing.synthetic: tiny checkpoints in both layouts load for every task, the loaded
 weights are the written ones, and every broken checkpoint raises a CheckpointError naming the file."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from wan import loading, synthetic
+from wan import loading
+from wan.testing import synthetic
 from wan.configs import TASKS, get_spec
 from wan.errors import CheckpointError
 from wan.modules.model import WanModel, is_float32_parameter

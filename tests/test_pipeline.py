@@ -1,6 +1,6 @@
 """End-to-end pipeline: agreement with diffusers, expert offload, seeds, callback and cancel.
 
-Oracle. ``wan.synthetic.write_tiny_checkpoint`` writes the same random weights in the official layout
+Oracle. ``wan.testing.synthetic.write_tiny_checkpoint`` writes the same random weights in the official layout
 (loaded by our pipeline) and the Diffusers layout (loaded by diffusers' own ``from_pretrained``).
 Diffusers' ``WanPipeline`` / ``WanImageToVideoPipeline`` (``transformer_2`` + ``boundary_ratio`` for
 A14B, ``expand_timesteps`` for TI2V-5B) then runs with:

@@ -1,4 +1,4 @@
-"""wan.modules.t5 (umT5 encoder) and wan.synthetic_tokenizer against an independently built
+"""wan.modules.t5 (umT5 encoder) and wan.testing.tokenizer against an independently built
 transformers UMT5EncoderModel, on a tiny random checkpoint in the official key layout."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from wan.modules.t5 import (
     pad_context,
     umt5_config_from_state_dict,
 )
-from wan.synthetic_tokenizer import TINY_TOKENIZER_VOCAB_SIZE, TOKENIZER_FILES, write_tiny_umt5_tokenizer
+from wan.testing.tokenizer import TINY_TOKENIZER_VOCAB_SIZE, TOKENIZER_FILES, write_tiny_umt5_tokenizer
 
 DIM, LAYERS, HEADS, FFN, BUCKETS = 32, 2, 4, 64, 32
 TEXT_LEN = 512

@@ -33,13 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from .configs import ModelSpec, get_spec
+from ..configs import ModelSpec, get_spec
 
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from .modules.model import DiTConfig
+    from ..modules.model import DiTConfig
 
 __all__ = [
     "TINY_DIT",
@@ -103,7 +103,7 @@ class TinyWeights:
 
 def tiny_dit_config(task: str) -> DiTConfig:
     """The tiny DiT architecture of ``task`` (same model type and channels as the real one)."""
-    from .modules.model import DiTConfig
+    from ..modules.model import DiTConfig
 
     spec = get_spec(task)
     return DiTConfig(
@@ -114,10 +114,10 @@ def tiny_dit_config(task: str) -> DiTConfig:
 
 def _tiny_vae_config(kind: str) -> Any:
     if kind == "wan2.1":
-        from .modules.vae21 import Wan21VAEConfig
+        from ..modules.vae21 import Wan21VAEConfig
 
         return Wan21VAEConfig(dim=TINY_VAE21.dim)
-    from .modules.vae22 import Wan22VAEConfig
+    from ..modules.vae22 import Wan22VAEConfig
 
     return Wan22VAEConfig(dim=TINY_VAE22.dim, dec_dim=TINY_VAE22.dec_dim)
 
@@ -191,8 +191,8 @@ def tiny_weights(task: str, *, seed: int = 0) -> TinyWeights:
     """The state dicts ``write_tiny_checkpoint(task, ..., seed=seed)`` writes (deterministic)."""
     import torch
 
-    from .modules.model import WanModel
-    from .synthetic_tokenizer import TINY_TOKENIZER_VOCAB_SIZE
+    from ..modules.model import WanModel
+    from .tokenizer import TINY_TOKENIZER_VOCAB_SIZE
 
     spec = get_spec(task)
     dit_cfg = tiny_dit_config(spec.task)
@@ -202,9 +202,9 @@ def tiny_weights(task: str, *, seed: int = 0) -> TinyWeights:
           _random_state_dict(_t5_shapes(TINY_TOKENIZER_VOCAB_SIZE), seed, f"{spec.task}/t5").items()}  # fmt: skip
     vae_cfg = _tiny_vae_config(spec.vae)
     if spec.vae == "wan2.1":
-        from .modules.vae21 import Wan21VAE as vae_cls
+        from ..modules.vae21 import Wan21VAE as vae_cls
     else:
-        from .modules.vae22 import Wan22VAE as vae_cls  # type: ignore[assignment]
+        from ..modules.vae22 import Wan22VAE as vae_cls  # type: ignore[assignment]
     vae = _random_state_dict(_module_shapes(vae_cls, vae_cfg), seed, f"{spec.task}/vae")
     return TinyWeights(spec=spec, dit_config=dit_cfg, experts=experts, t5=t5, vae=vae, vae_config=vae_cfg)
 
@@ -223,7 +223,7 @@ def _resnet_to_diffusers() -> dict[str, str]:
     """Official residual-block parameter suffix -> Diffusers suffix: the inverse of the loader's
     ``vae_blocks.DIFFUSERS_RESNET_TO_OFFICIAL`` (imported on first use: importing this module stays
     torch-free). ``_vae_to_diffusers`` checks the whole key map against the loader's converter."""
-    from .modules.vae_blocks import DIFFUSERS_RESNET_TO_OFFICIAL
+    from ..modules.vae_blocks import DIFFUSERS_RESNET_TO_OFFICIAL
 
     return _inverse(DIFFUSERS_RESNET_TO_OFFICIAL, "DIFFUSERS_RESNET_TO_OFFICIAL")
 
@@ -232,7 +232,7 @@ _RESAMPLE_RE = re.compile(r"(resample\.1|time_conv)\.(weight|bias)")
 
 
 def _vae_shared_key_to_diffusers(key: str) -> str | None:
-    from .modules.vae_blocks import DIFFUSERS_ENDS_TO_OFFICIAL, DIFFUSERS_TOP_TO_OFFICIAL
+    from ..modules.vae_blocks import DIFFUSERS_ENDS_TO_OFFICIAL, DIFFUSERS_TOP_TO_OFFICIAL
 
     resnet = _resnet_to_diffusers()
     for old, new in _inverse(DIFFUSERS_TOP_TO_OFFICIAL, "DIFFUSERS_TOP_TO_OFFICIAL").items():
@@ -285,9 +285,9 @@ def _vae_to_diffusers(sd: Mapping[str, Tensor], kind: str, vae_cfg: Any) -> dict
     """Official VAE keys -> Diffusers ``AutoencoderKLWan`` keys, verified by the loader's converter."""
     out = {_vae_key_to_diffusers(k, kind, vae_cfg): v for k, v in sd.items()}
     if kind == "wan2.1":
-        from .modules.vae21 import convert_diffusers_vae21_state_dict as back
+        from ..modules.vae21 import convert_diffusers_vae21_state_dict as back
     else:
-        from .modules.vae22 import convert_diffusers_vae22_state_dict as back  # type: ignore[assignment]
+        from ..modules.vae22 import convert_diffusers_vae22_state_dict as back  # type: ignore[assignment]
     round_trip = back(out)
     if set(round_trip) != set(sd) or any(round_trip[k] is not sd[k] for k in sd):
         raise RuntimeError(f"internal error: the {kind} VAE key map does not invert the loader's converter")
@@ -333,7 +333,7 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
 def _write_official(weights: TinyWeights, out: Path) -> None:
     import torch
 
-    from .synthetic_tokenizer import write_tiny_umt5_tokenizer
+    from .tokenizer import write_tiny_umt5_tokenizer
 
     spec = weights.spec
     for i, (name, sd) in enumerate(weights.experts.items()):
@@ -348,9 +348,9 @@ def _write_official(weights: TinyWeights, out: Path) -> None:
 
 
 def _write_diffusers(weights: TinyWeights, out: Path) -> None:
-    from .modules.model import to_diffusers_dit_state_dict
-    from .modules.t5 import convert_official_t5_state_dict, umt5_config_from_state_dict
-    from .synthetic_tokenizer import write_tiny_umt5_tokenizer
+    from ..modules.model import to_diffusers_dit_state_dict
+    from ..modules.t5 import convert_official_t5_state_dict, umt5_config_from_state_dict
+    from .tokenizer import write_tiny_umt5_tokenizer
 
     spec = weights.spec
     transformer_config = {"_class_name": "WanTransformer3DModel", "_diffusers_version": _DIFFUSERS_VERSION,
