@@ -1,31 +1,62 @@
-"""Checks on uploaded conditioning images (I2V / TI2V): readable, not huge, not tiny."""
+"""Checks on uploaded conditioning images (I2V / TI2V): readable, not huge, not tiny.
+
+Memory: the file size is checked before the file is opened, the pixel count from the header
+before anything is decoded, and at most ``MAX_CONCURRENT_DECODES`` full decodes run at once in this
+process (further checks wait), so a burst of uploads cannot decode them all at the same time.
+"""
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 from .request import InputError
 
-__all__ = ["MAX_IMAGE_PIXELS", "MAX_IMAGE_SIDE", "MIN_IMAGE_SIDE", "check_image"]
+__all__ = [
+    "MAX_CONCURRENT_DECODES",
+    "MAX_IMAGE_BYTES",
+    "MAX_IMAGE_PIXELS",
+    "MAX_IMAGE_SIDE",
+    "MIN_IMAGE_SIDE",
+    "check_image",
+]
 
 MAX_IMAGE_SIDE = 8192
 MAX_IMAGE_PIXELS = 40_000_000  # 40 MP; a 4K frame is 8.3 MP
 MIN_IMAGE_SIDE = 32
+MAX_IMAGE_BYTES = 25 * 1024 * 1024  # app.py's max_file_size="25mb" (gradio counts in MiB)
+MAX_CONCURRENT_DECODES = 2
+
+_DECODE_SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT_DECODES)
 
 
 def check_image(path: str | Path) -> tuple[int, int]:
     """Return ``(width, height)`` of the image at ``path``, or raise ``InputError("image", ...)``.
 
-    Reads only the header for the size check, then decodes the whole file once so a truncated
-    or corrupt upload is reported here rather than deep inside the pipeline.
+    Checks the file size first, then reads only the header for the size checks, then decodes
+    the whole file once (under ``_DECODE_SLOTS``) so a truncated or corrupt upload is reported
+    here rather than deep inside the pipeline.
     """
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
-    if not p.is_file():
-        raise InputError("image", f"the uploaded file {p.name!r} is missing on the server; upload it again")
     try:
-        with Image.open(p) as im:
+        st = p.stat()
+    except OSError:
+        st = None
+    if st is None or not p.is_file():
+        raise InputError("image", f"the uploaded file {p.name!r} is missing on the server; upload it again")
+    if st.st_size > MAX_IMAGE_BYTES:
+        raise InputError(
+            "image",
+            f"{p.name!r} is {st.st_size / 2**20:.1f} MB; the limit is {MAX_IMAGE_BYTES // 2**20} MB. "
+            "Downscale or compress it first",
+        )
+    if st.st_size == 0:
+        raise InputError("image", f"{p.name!r} is empty (0 bytes); upload it again")
+    try:
+        with Image.open(p) as im:  # reads the header only
             width, height = im.size
             fmt = im.format
             if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE or width * height > MAX_IMAGE_PIXELS:
@@ -36,7 +67,8 @@ def check_image(path: str | Path) -> tuple[int, int]:
                 )
             if min(width, height) < MIN_IMAGE_SIDE:
                 raise InputError("image", f"{width}×{height} is too small; each side needs at least {MIN_IMAGE_SIDE} px")
-            im.load()
+            with _DECODE_SLOTS:
+                im.load()
     except InputError:
         raise
     except Image.DecompressionBombError as e:

@@ -262,3 +262,106 @@ def test_delete_checks_the_owner_and_removes_all_files(tmp_path):
     store.delete(legacy.id)  # owner=None: the operator's delete
     assert [e.id for e in store.list()] == [theirs.id]
     assert names(tmp_path) == sorted([".tmp", f"{theirs.id}.json", f"{theirs.id}.mp4", f"{theirs.id}.input.png"])
+
+
+# ------------------------------------------------------------------------ 3. upload checks
+def _big_png(path: Path, size: tuple[int, int] = (4000, 3000)) -> Path:
+    """A valid 12 MP image whose file is small (a gradient compresses well) but whose decode is not."""
+    import numpy as np
+    from PIL import Image
+
+    w, h = size
+    row = np.linspace(0, 255, w, dtype=np.uint8)
+    Image.fromarray(np.broadcast_to(row, (h, w)).copy(), "L").convert("RGB").save(path, format="PNG")
+    return path
+
+
+def test_concurrent_image_checks_decode_at_most_the_semaphore_value(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    from playground import images
+
+    path = _big_png(tmp_path / "big.png")
+    real_load = ImageFile.ImageFile.load
+    lock = threading.Lock()
+    state = {"now": 0, "max": 0, "calls": 0}
+
+    def counting_load(self, *a, **k):  # instrumentation: counts decodes running at the same time
+        with lock:
+            state["now"] += 1
+            state["calls"] += 1
+            state["max"] = max(state["max"], state["now"])
+        try:
+            return real_load(self, *a, **k)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", counting_load)
+    results: list[object] = [None] * 32
+    start = threading.Barrier(32)
+
+    def check(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = images.check_image(path)
+        except Exception as e:  # noqa: BLE001  # recorded and asserted below
+            results[i] = e
+
+    threads = [threading.Thread(target=check, args=(i,)) for i in range(32)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    assert results == [(4000, 3000)] * 32
+    assert state["calls"] >= 32
+    assert 1 <= state["max"] <= images.MAX_CONCURRENT_DECODES == 2
+
+
+def test_image_pixel_limit_is_checked_from_the_header_before_decoding(tmp_path, monkeypatch):
+    from PIL import Image, ImageFile
+
+    from playground import images
+    from playground.request import InputError
+
+    huge = tmp_path / "huge.png"
+    Image.new("1", (9000, 5000)).save(huge)  # 45 MP, a small file
+    calls: list[object] = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self, *a, **k: calls.append(self) or real_load(self, *a, **k))
+    with pytest.raises(InputError, match="too large") as info:
+        images.check_image(huge)
+    assert info.value.field == "image" and calls == []
+
+
+def test_bad_uploads_give_a_specific_image_error(tmp_path):
+    from PIL import Image
+
+    from playground import images
+    from playground.request import InputError
+
+    text = tmp_path / "notes.png"
+    text.write_text("these are my notes, not a picture\n" * 10)
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (20, 20), "red").save(tiny)
+    full = _big_png(tmp_path / "full.png", (640, 480))
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    oversize = tmp_path / "oversize.png"
+    oversize.write_bytes(full.read_bytes())
+    with oversize.open("r+b") as f:  # a real (sparse) file just over the limit
+        f.truncate(images.MAX_IMAGE_BYTES + 1)
+    assert images.MAX_IMAGE_BYTES == 25 * 1024 * 1024  # app.py: max_file_size="25mb" (gradio: MiB)
+    cases = {
+        text: "'notes.png' is not an image",
+        tiny: "20×20 is too small",
+        truncated: "'truncated.png' is damaged or truncated",
+        oversize: r"'oversize.png' is 25\.0 MB; the limit is 25 MB",
+        tmp_path / "gone.png": "missing on the server",
+    }
+    for path, message in cases.items():
+        with pytest.raises(InputError, match=message) as info:
+            images.check_image(path)
+        assert info.value.field == "image", path
+        assert str(tmp_path) not in str(info.value)  # no server paths in user-facing text
+    assert images.check_image(full) == (640, 480)
