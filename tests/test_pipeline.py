@@ -129,9 +129,9 @@ def run_both(pipe: WanVideoPipeline, ckpt_diffusers: Path, cfg: dict[str, Any], 
         shift=cfg["shift"], guide_scale=cfg["guide"], seed=seed, callback=lambda s, n, e, lat: experts.append(e),
     )  # fmt: skip
     run = pipe.last_run
-    assert run is not None and run.plan.size == (width, height)
+    assert run is not None and run.request.output_size == (width, height)
     context, context_null = pipe.encode_text(PROMPT, NEGATIVE)
-    noise = official_noise(run.plan.latent_shape, seed)
+    noise = official_noise(run.request.latent_shape, seed)
     ref_pipe = diffusers_pipeline(cfg["task"], ckpt_diffusers, cfg["image"], cfg["shift"])
     guide = cfg["guide"]
     low, high = guide if isinstance(guide, tuple) else (guide, guide)
@@ -267,7 +267,7 @@ def test_seed_reproducibility(pipes: dict[str, WanVideoPipeline]) -> None:
     # seed -1 draws a seed, recorded in last_run; replaying it gives the same video
     d = pipe.generate(PROMPT, seed=-1, **kwargs)
     assert pipe.last_run is not None
-    drawn = pipe.last_run.plan.seed
+    drawn = pipe.last_run.request.seed
     assert 0 <= drawn <= 2**63 - 1
     assert torch.equal(d, pipe.generate(PROMPT, seed=drawn, **kwargs))
 
@@ -290,7 +290,7 @@ def test_i2v_conditioning_layout(pipes: dict[str, WanVideoPipeline]) -> None:
     mask = inputs.y[:, :4]
     assert torch.equal(mask[:, :, 0], torch.ones_like(mask[:, :, 0])) and not mask[:, :, 1:].any()
     video = torch.zeros(1, 3, 9, 48, 80)
-    video[0, :, 0] = torch.from_numpy(np.asarray(plan.image, dtype=np.float32) / 255.0).permute(2, 0, 1) * 2 - 1
+    video[0, :, 0] = torch.from_numpy(np.asarray(plan.image.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1) * 2 - 1
     assert torch.allclose(inputs.y[:, 4:], pipe.vae.encode(video), atol=1e-5)
 
 
@@ -302,7 +302,7 @@ def test_ti2v_first_frame_is_kept(pipes: dict[str, WanVideoPipeline]) -> None:
     pipe.generate("", image=image, size=(96, 64), frame_num=9, sampling_steps=3, seed=3,
                   callback=lambda s, n, e, lat: first.append(lat[:, :, 0].clone()))  # fmt: skip
     assert pipe.last_run is not None
-    encoded = pipe.prepare_latents(pipe.last_run.plan).first_frame
+    encoded = pipe.prepare_latents(pipe.last_run.request).first_frame
     assert encoded is not None
     for lat in first:
         assert torch.equal(lat, encoded[:, :, 0])
@@ -311,12 +311,12 @@ def test_ti2v_first_frame_is_kept(pipes: dict[str, WanVideoPipeline]) -> None:
 def test_image_sizing_follows_the_official_rules(pipes: dict[str, WanVideoPipeline]) -> None:
     # I2V-A14B: area of the requested size, aspect of the image, sides multiples of 16
     plan = pipes["i2v-A14B"].plan("go", image=test_image(400, 300), size=(832, 480), any_size=False)
-    assert plan.size == (720, 544) and plan.image.size == (400, 300)  # stretched later, on the tensor
+    assert plan.output_size == (720, 544) and plan.image.size == (400, 300)  # stretched later, on the tensor
     # TI2V: multiples of 32, area <= W*H, LANCZOS resize + center crop of the image to that size
     # 2:1 image, area 1280*704: width-first gives 1312x672 (aspect 1.95), height-first 1408x640 (2.2)
     plan = pipes["ti2v-5B"].plan("go", image=test_image(1000, 500), size=(1280, 704), any_size=False)
-    assert plan.size == (1312, 672) and plan.image.size == (1312, 672)
-    assert plan.size[0] * plan.size[1] <= 1280 * 704 and plan.size[0] % 32 == plan.size[1] % 32 == 0
+    assert plan.output_size == (1312, 672) and plan.size == (1280, 704)  # the request keeps the asked area
+    assert plan.width * plan.height <= 1280 * 704 and plan.width % 32 == plan.height % 32 == 0
 
 
 # --------------------------------------------------------------------------- callback/cancel
@@ -359,6 +359,25 @@ def test_callback_contract_and_cancel(checkpoints: dict[tuple[str, str], Path]) 
     # the pipeline is still usable after a cancel
     video = pipe.generate("", image=image, size=(80, 48), frame_num=FRAMES, sampling_steps=2, seed=0)
     assert video.shape == (3, FRAMES, 48, 80) and math.isfinite(video.sum().item())
+
+
+def test_cancel_during_decode(pipes: dict[str, WanVideoPipeline]) -> None:
+    """Cancel takes effect between decoded latent frames, not only between denoising steps."""
+    pipe = pipes["t2v-A14B"]
+    decoded: list[tuple[int, int]] = []
+
+    def stop_decoding(done: int, total: int) -> bool:
+        decoded.append((done, total))
+        return done < 2
+
+    with pytest.raises(GenerationCancelled, match="while decoding, after latent frame 2/5"):
+        pipe.generate("a cat", size=(80, 48), frame_num=17, sampling_steps=2, seed=0, decode_callback=stop_decoding)
+    assert decoded == [(1, 5), (2, 5)]  # stopped after two of five latent frames
+    assert pipe.last_run is not None and pipe.last_run.completed  # denoising had finished
+    full: list[int] = []
+    video = pipe.generate("a cat", size=(80, 48), frame_num=17, sampling_steps=2, seed=0,
+                          decode_callback=lambda done, total: full.append(done))  # fmt: skip
+    assert full == [1, 2, 3, 4, 5] and video.shape == (3, 17, 48, 80)
 
 
 # ------------------------------------------------------------------------------------ dtypes

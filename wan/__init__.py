@@ -16,29 +16,38 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .configs import TASKS, ModelSpec, get_spec
-    from .errors import CheckpointError
-    from .pipeline import GenerationCancelled, GenerationError, load_pipeline
+    from .configs import LIMITS, TASKS, ModelSpec, get_spec
+    from .errors import CheckpointError, GenerationCancelled, GenerationError, InputError
+    from .pipeline import load_pipeline
+    from .request import GenerationRequest, make_request
 
 __all__ = [
+    "LIMITS",
     "TASKS",
     "CheckpointError",
     "GenerationCancelled",
     "GenerationError",
+    "GenerationRequest",
+    "InputError",
     "ModelSpec",
     "get_spec",
     "load_pipeline",
+    "make_request",
 ]
 
 # public name -> submodule that defines it
 _LAZY: dict[str, str] = {
+    "LIMITS": "configs",
     "TASKS": "configs",
     "ModelSpec": "configs",
     "get_spec": "configs",
     "CheckpointError": "errors",
+    "GenerationCancelled": "errors",
+    "GenerationError": "errors",
+    "InputError": "errors",
     "load_pipeline": "pipeline",
-    "GenerationCancelled": "pipeline",
-    "GenerationError": "pipeline",
+    "GenerationRequest": "request",
+    "make_request": "request",
 }
 
 

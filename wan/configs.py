@@ -16,6 +16,7 @@ Importing this module does not import torch; ``get_spec`` imports ``wan.modules.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,8 +28,12 @@ if TYPE_CHECKING:
     from .modules.model import DiTConfig
 
 __all__ = [
+    "LIMITS",
+    "OFFICIAL_NEGATIVE_PROMPT",
     "SOLVERS",
     "TASKS",
+    "Limit",
+    "Limits",
     "ModelSpec",
     "check_dit_config",
     "dit_config_from_json",
@@ -40,11 +45,48 @@ TASKS: Final[tuple[str, ...]] = ("t2v-A14B", "i2v-A14B", "ti2v-5B")
 SOLVERS: Final[tuple[str, ...]] = ("unipc", "dpm++", "euler")  # sample_solver names (wan.schedulers)
 
 # Official ``shared_config.sample_neg_prompt``: used whenever the negative prompt is empty.
-_OFFICIAL_NEGATIVE_PROMPT: Final[str] = (
+OFFICIAL_NEGATIVE_PROMPT: Final[str] = (
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
     "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
     "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The inclusive range ``lo..hi`` of one numeric setting (``step`` is the slider step)."""
+
+    lo: float
+    hi: float
+    step: float = 1
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, (int, float)) and self.lo <= value <= self.hi
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The one table of generation limits, read by the request validator, the UI sliders and the CLI.
+
+    ``frame_num`` values must also be ``4n + 1`` (the VAE's temporal stride). ``seed`` is the accepted
+    range (the official ``sys.maxsize`` range; ``-1`` asks for a random one); random seeds are drawn
+    from ``0..random_seed_max`` so they stay exact in JavaScript (the UI) and are short to type.
+    ``side`` bounds each side of a custom (``any_size``) resolution; the official sizes are always
+    accepted. ``prompt_chars`` bounds prompt and negative prompt (the text encoder keeps 512 tokens).
+    """
+
+    frame_num: Limit = Limit(1, 241, 4)
+    sampling_steps: Limit = Limit(1, 100, 1)
+    shift: Limit = Limit(0.1, 30.0, 0.1)
+    guide_scale: Limit = Limit(0.0, 20.0, 0.1)
+    fps: Limit = Limit(1, 60, 1)
+    seed: Limit = Limit(0, 2**63 - 1, 1)
+    side: Limit = Limit(16, 2048, 1)
+    random_seed_max: int = 2**32 - 1
+    prompt_chars: int = 3000
+
+
+LIMITS: Final[Limits] = Limits()
 
 _T5_FILE: Final[str] = "models_t5_umt5-xxl-enc-bf16.pth"
 _TOKENIZER_DIR: Final[str] = "google/umt5-xxl"
@@ -65,39 +107,42 @@ _ALIASES: Final[dict[str, str]] = {
     "wan2.2-ti2v-5b": "ti2v-5B",
 }
 
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything about one task that is not in the weights (official values).
 
-    ``guide_scale`` is ``(low_noise, high_noise)`` for the A14B experts (official tuple order), a float
-    for the dense 5B model. ``sizes`` are the supported ``(width, height)`` pairs; ``size_multiple``
-    is what any custom width/height must be a multiple of (VAE stride x patch size).
-    ``boundary`` is the MoE switch as a fraction of ``num_train_timesteps``: the high-noise expert runs
-    while the integer timestep ``t >= boundary * num_train_timesteps``.
+    ``guide_scale`` maps each expert to its official guidance: ``{"high_noise": ..., "low_noise": ...}``
+    for the A14B experts, ``{"dense": ...}`` for the 5B model. ``sizes`` are the supported
+    ``(width, height)`` pairs. ``boundary`` is the MoE switch as a fraction of ``num_train_timesteps``:
+    the high-noise expert runs while the integer timestep ``t >= boundary * num_train_timesteps``.
+    Geometry (latent channels, strides, patch size, text length) is derived from ``dit`` and
+    ``vae_stride`` (the VAE config's own stride), never restated.
     """
 
     task: str
     dit: DiTConfig
-    moe: bool
     boundary: float | None
     vae: str  # "wan2.1" | "wan2.2"
     vae_stride: tuple[int, int, int]
-    patch_size: tuple[int, int, int]
     sample_steps: int
     sample_shift: float
-    guide_scale: tuple[float, float] | float
+    guide_scale: Mapping[str, float]
     frame_num: int
     sample_fps: int
     sizes: tuple[tuple[int, int], ...]
-    size_multiple: int
-    negative_prompt: str
     t5_file: str
     vae_file: str
     tokenizer_dir: str
     hf_repo: str
     hf_diffusers_repo: str
+    negative_prompt: str = OFFICIAL_NEGATIVE_PROMPT
     num_train_timesteps: int = 1000
-    text_len: int = 512
+
+    @property
+    def moe(self) -> bool:
+        """True for the two-expert A14B models (a boundary is set)."""
+        return self.boundary is not None
 
     @property
     def experts(self) -> tuple[str, ...]:
@@ -105,9 +150,24 @@ class ModelSpec:
         return ("high_noise", "low_noise") if self.moe else ("dense",)
 
     @property
+    def patch_size(self) -> tuple[int, int, int]:
+        """The DiT's (t, h, w) patch size."""
+        return tuple(self.dit.patch_size)  # type: ignore[return-value]
+
+    @property
     def z_dim(self) -> int:
-        """Latent channels of the task's VAE (16 for Wan 2.1, 48 for Wan 2.2)."""
-        return 16 if self.vae == "wan2.1" else 48
+        """Latent channels (the DiT's output channels: 16 with the Wan 2.1 VAE, 48 with Wan 2.2)."""
+        return self.dit.out_dim
+
+    @property
+    def text_len(self) -> int:
+        """Text tokens the DiT attends to (the context is zero-padded to this length)."""
+        return self.dit.text_len
+
+    @property
+    def size_multiple(self) -> int:
+        """What any custom width/height must be a multiple of: VAE stride x patch size (16 or 32)."""
+        return self.vae_stride[1] * self.patch_size[1]
 
     @property
     def image_input(self) -> str:
@@ -123,6 +183,10 @@ class ModelSpec:
     def boundary_timestep(self) -> float | None:
         """``boundary * num_train_timesteps`` (875 / 900), or None for the dense model."""
         return None if self.boundary is None else self.boundary * self.num_train_timesteps
+
+    def latent_frames(self, frame_num: int) -> int:
+        """Latent frames of a ``frame_num``-frame video (``(F - 1) / 4 + 1``)."""
+        return (frame_num - 1) // self.vae_stride[0] + 1
 
     def official_subfolder(self, expert: str) -> str:
         """Folder of an expert inside an official checkpoint ("" = the checkpoint root for the 5B)."""
@@ -152,60 +216,65 @@ def normalize_task(task: str) -> str:
 
 
 def get_spec(task: str) -> ModelSpec:
-    """The official ``ModelSpec`` of ``task`` (see ``normalize_task`` for accepted spellings)."""
-    from .modules.model import DiTConfig
+    """The official ``ModelSpec`` of ``task`` (see ``normalize_task`` for accepted spellings).
 
-    name = normalize_task(task)
-    if name == "ti2v-5B":
-        return ModelSpec(
-            task=name,
+    The specs are built once per process (on first use, which imports the model configs) and shared.
+    """
+    return _registry()[normalize_task(task)]
+
+
+@functools.cache
+def _registry() -> dict[str, ModelSpec]:
+    from .modules.model import DiTConfig
+    from .modules.vae21 import Wan21VAEConfig
+    from .modules.vae22 import Wan22VAEConfig
+
+    stride21, stride22 = Wan21VAEConfig().stride, Wan22VAEConfig().stride
+    specs = {
+        "ti2v-5B": ModelSpec(
+            task="ti2v-5B",
             dit=DiTConfig(model_type="ti2v", dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, in_dim=48, out_dim=48),
-            moe=False,
             boundary=None,
             vae="wan2.2",
-            vae_stride=(4, 16, 16),
-            patch_size=(1, 2, 2),
+            vae_stride=stride22,
             sample_steps=50,
             sample_shift=5.0,
-            guide_scale=5.0,
+            guide_scale={"dense": 5.0},
             frame_num=121,
             sample_fps=24,
             sizes=_TI2V_SIZES,
-            size_multiple=32,
-            negative_prompt=_OFFICIAL_NEGATIVE_PROMPT,
             t5_file=_T5_FILE,
             vae_file="Wan2.2_VAE.pth",
             tokenizer_dir=_TOKENIZER_DIR,
             hf_repo="Wan-AI/Wan2.2-TI2V-5B",
             hf_diffusers_repo="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
         )
-    i2v = name == "i2v-A14B"
-    model_type = "i2v" if i2v else "t2v"
-    return ModelSpec(
-        task=name,
-        dit=DiTConfig(
-            model_type=model_type, dim=5120, ffn_dim=13824, num_heads=40, num_layers=40,
-            in_dim=36 if i2v else 16, out_dim=16,
-        ),  # fmt: skip
-        moe=True,
-        boundary=0.900 if i2v else 0.875,
-        vae="wan2.1",
-        vae_stride=(4, 8, 8),
-        patch_size=(1, 2, 2),
-        sample_steps=40,
-        sample_shift=5.0 if i2v else 12.0,
-        guide_scale=(3.5, 3.5) if i2v else (3.0, 4.0),
-        frame_num=81,
-        sample_fps=16,
-        sizes=_A14B_SIZES,
-        size_multiple=16,
-        negative_prompt=_OFFICIAL_NEGATIVE_PROMPT,
-        t5_file=_T5_FILE,
-        vae_file="Wan2.1_VAE.pth",
-        tokenizer_dir=_TOKENIZER_DIR,
-        hf_repo="Wan-AI/Wan2.2-I2V-A14B" if i2v else "Wan-AI/Wan2.2-T2V-A14B",
-        hf_diffusers_repo="Wan-AI/Wan2.2-I2V-A14B-Diffusers" if i2v else "Wan-AI/Wan2.2-T2V-A14B-Diffusers",
-    )
+    }
+    for i2v in (False, True):
+        name = "i2v-A14B" if i2v else "t2v-A14B"
+        repo = "Wan-AI/Wan2.2-I2V-A14B" if i2v else "Wan-AI/Wan2.2-T2V-A14B"
+        specs[name] = ModelSpec(
+            task=name,
+            dit=DiTConfig(
+                model_type="i2v" if i2v else "t2v", dim=5120, ffn_dim=13824, num_heads=40, num_layers=40,
+                in_dim=36 if i2v else 16, out_dim=16,
+            ),  # fmt: skip
+            boundary=0.900 if i2v else 0.875,
+            vae="wan2.1",
+            vae_stride=stride21,
+            sample_steps=40,
+            sample_shift=5.0 if i2v else 12.0,
+            guide_scale={"high_noise": 3.5, "low_noise": 3.5} if i2v else {"high_noise": 4.0, "low_noise": 3.0},
+            frame_num=81,
+            sample_fps=16,
+            sizes=_A14B_SIZES,
+            t5_file=_T5_FILE,
+            vae_file="Wan2.1_VAE.pth",
+            tokenizer_dir=_TOKENIZER_DIR,
+            hf_repo=repo,
+            hf_diffusers_repo=repo + "-Diffusers",
+        )
+    return {task: specs[task] for task in TASKS}
 
 
 # ----------------------------------------------------------------------------- checkpoint configs

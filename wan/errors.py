@@ -1,8 +1,15 @@
-"""Exception types shared across the ``wan`` package (no imports, so any module may use them)."""
+"""Exception types shared across the ``wan`` package (no imports, so any module may use them).
+
+* ``CheckpointError``: a checkpoint file or folder is wrong; the message names it.
+* ``InputError``: a generation setting is invalid; ``field`` names the setting (the request field,
+  e.g. ``"sampling_steps"``) and ``message`` says what is allowed. The app, the CLI and scripts all
+  catch this one type. ``GenerationError`` is its older name (the same class).
+* ``GenerationCancelled``: a run was stopped on request (callback returned False, Cancel button).
+"""
 
 from __future__ import annotations
 
-__all__ = ["CheckpointError", "T5CheckpointError", "T5FileNotFoundError"]
+__all__ = ["CheckpointError", "GenerationCancelled", "GenerationError", "InputError", "T5CheckpointError", "T5FileNotFoundError"]
 
 
 class CheckpointError(RuntimeError):
@@ -10,6 +17,28 @@ class CheckpointError(RuntimeError):
 
     The message always names the file or folder and says what was expected there.
     """
+
+
+class InputError(ValueError):
+    """A generation input is invalid. ``field`` names it; ``message`` says what is allowed.
+
+    ``str(error)`` is ``"<field>: <message>"``.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # picklable across processes
+        return (type(self), (self.field, self.message))
+
+
+GenerationError = InputError  # the name used before the request contract; same class
+
+
+class GenerationCancelled(Exception):
+    """The run was stopped on request (the callback returned False or raised this); no video was produced."""
 
 
 class T5CheckpointError(CheckpointError):

@@ -1,0 +1,665 @@
+"""The one generation request: every setting of a run, validated once, serialised one way.
+
+``GenerationRequest`` is the contract between every front end (the app, its HTTP/MCP API, share
+links, ``generate.py``, scripts) and the pipeline. It is built in one of two ways:
+
+* ``make_request(task, prompt, **settings)``: typed Python values (ints, floats, a PIL image or a
+  path, ``(W, H)``); strict: a float where an int belongs is an error. ``pipe.plan`` is this.
+* ``request_from_values(task, values)``: text-ish values as forms, URLs, JSON settings and the CLI
+  give them (``"30"``, ``30.0``, ``"1280*720"``, flat ``guide_scale_high``/``guide_scale_low``,
+  the short link names ``steps``/``frames``/``guidance``..., and the older settings shape). It
+  converts with ``parse_values`` and then calls ``make_request``.
+
+``parse_values`` never stops at the first bad value: it returns the good ones and one ``InputError``
+per bad field, so a form can be restored from damaged settings and every rejected link parameter
+can be named. Every error is an ``InputError`` whose ``field`` is the request field.
+
+A request serialises with ``to_settings()`` (the JSON stored in the mp4 ``comment`` tag and in the
+history, schema ``SETTINGS_VERSION``) and is read back with ``request_from_values`` (which accepts
+the version-1 shape written before this contract: ``width``/``height`` and ``guide_scale`` as a
+``[low_noise, high_noise]`` list).
+
+Guidance is a per-expert mapping: ``{"high_noise": 4.0, "low_noise": 3.0}`` (A14B) or
+``{"dense": 5.0}`` (5B). One number sets every expert; the official ``(low_noise, high_noise)``
+tuple is still accepted.
+
+Seeds: ``-1`` draws a random one (``resolve_seed``); the request always holds the seed actually
+used. Accepted range and draw range are ``LIMITS.seed`` and ``LIMITS.random_seed_max``.
+
+Importing this module does not import torch; validating a request does (through ``get_spec``).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from .configs import LIMITS, SOLVERS, get_spec
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from .configs import ModelSpec
+
+__all__ = [
+    "SETTINGS_VERSION",
+    "URL_ALIASES",
+    "GenerationRequest",
+    "RequestPolicy",
+    "best_output_size",
+    "check_fields",
+    "flat_values",
+    "format_size",
+    "i2v_a14b_output_size",
+    "make_request",
+    "parse_size",
+    "parse_values",
+    "request_from_values",
+    "resolve_seed",
+]
+
+SETTINGS_VERSION: Final[int] = 2
+
+# Short names accepted in links and older settings (name -> request field).
+URL_ALIASES: Final[dict[str, str]] = {
+    "neg": "negative_prompt",
+    "steps": "sampling_steps",
+    "frames": "frame_num",
+    "guidance": "guide_scale",
+    "guidance_high": "guide_scale_high",
+    "guidance_low": "guide_scale_low",
+    "solver": "sample_solver",
+}
+# Flat per-expert guidance names (forms, links, the API) -> expert.
+_FLAT_GUIDE: Final[dict[str, str]] = {"guide_scale_high": "high_noise", "guide_scale_low": "low_noise"}
+
+
+@dataclass(frozen=True)
+class RequestPolicy:
+    """What a front end allows beyond the model's own rules.
+
+    ``any_size``: accept any width/height that is a multiple of the task's ``size_multiple`` (each
+    side within ``LIMITS.side`` and at most ``max_side``), not only the official sizes.
+    ``max_side``: a server's cap on each side (the demo caps it); ``note`` is appended to that error.
+    """
+
+    any_size: bool = False
+    max_side: int = int(LIMITS.side.hi)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Every input of one run, validated and resolved (defaults filled in, seed drawn).
+
+    ``size`` is the requested ``(width, height)``; with an image it is the output *area* and the
+    image's aspect ratio sets the shape: ``output_size`` is the video's real size. ``image`` is
+    ``None``, a path, or a PIL image (never serialised). ``negative_prompt`` is as given (``""``
+    means the official one, see ``effective_negative_prompt``).
+    """
+
+    task: str
+    prompt: str
+    negative_prompt: str
+    size: tuple[int, int]
+    frame_num: int
+    fps: int
+    sampling_steps: int
+    shift: float
+    guide_scale: Mapping[str, float]
+    sample_solver: str
+    seed: int
+    image: Any = field(default=None, compare=False)
+    any_size: bool = False
+    output_size: tuple[int, int] = (0, 0)
+
+    # -- derived
+    @property
+    def spec(self) -> ModelSpec:
+        return get_spec(self.task)
+
+    @property
+    def width(self) -> int:
+        """Output width of the video."""
+        return self.output_size[0]
+
+    @property
+    def height(self) -> int:
+        """Output height of the video."""
+        return self.output_size[1]
+
+    @property
+    def effective_negative_prompt(self) -> str:
+        return self.negative_prompt or self.spec.negative_prompt
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int, int]:
+        """Noise shape ``(z, F_lat, h, w)``."""
+        spec = self.spec
+        s = spec.vae_stride
+        return (spec.z_dim, spec.latent_frames(self.frame_num), self.height // s[1], self.width // s[2])
+
+    def guidance_for(self, expert: str) -> float:
+        return self.guide_scale[expert]
+
+    # -- serialisation
+    def to_settings(self) -> dict[str, Any]:
+        """The settings JSON (schema ``SETTINGS_VERSION``); ``request_from_values`` reads it back."""
+        image = self.image
+        image_name = Path(image).name if isinstance(image, (str, Path)) else ("<image>" if image is not None else None)
+        return {
+            "settings_version": SETTINGS_VERSION,
+            "task": self.task,
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "size": format_size(*self.size),
+            "frame_num": self.frame_num,
+            "fps": self.fps,
+            "sampling_steps": self.sampling_steps,
+            "shift": self.shift,
+            "guide_scale": dict(self.guide_scale),
+            "sample_solver": self.sample_solver,
+            "seed": self.seed,
+            "any_size": self.any_size,
+            "image": image_name,
+            "output": {"width": self.width, "height": self.height},
+        }
+
+    def with_changes(self, **changes: Any) -> GenerationRequest:
+        """A new request with ``changes`` applied, validated again (e.g. ``seed=7`` for a batch)."""
+        names = ("prompt", "negative_prompt", "size", "frame_num", "fps", "sampling_steps", "shift", "guide_scale",
+                 "sample_solver", "seed", "image", "any_size")  # fmt: skip
+        kwargs = {name: getattr(self, name) for name in names}
+        kwargs.update(changes)
+        return make_request(self.task, **kwargs)
+
+
+# ------------------------------------------------------------------------------ primitives
+
+
+def format_size(width: int, height: int) -> str:
+    """``(1280, 720)`` -> ``"1280*720"`` (the official ``--size`` format, width first)."""
+    return f"{width}*{height}"
+
+
+_SIZE_RE = re.compile(r"\s*(\d{1,5})\s*[*xX×,]\s*(\d{1,5})\s*", re.ASCII)
+
+
+def parse_size(size: Any) -> tuple[int, int]:
+    """``(W, H)`` from a pair of positive ints or a ``"W*H"`` string (``x``, ``×`` and ``,`` also work).
+
+    Raises ``InputError(field="size")`` naming the accepted forms.
+    """
+    if isinstance(size, str):
+        m = _SIZE_RE.fullmatch(size)
+        if m is not None and int(m.group(1)) > 0 and int(m.group(2)) > 0:
+            return int(m.group(1)), int(m.group(2))
+        raise InputError(
+            "size", f"must be (width, height) or a 'W*H' string of two positive integers such as '1280*720'; got {size[:40]!r}"
+        )
+    if isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_int(v) for v in size):
+        w, h = int(size[0]), int(size[1])
+        if w > 0 and h > 0:
+            return w, h
+    raise InputError("size", f"must be (width, height) with two positive integers; got {_short(size)}")
+
+
+def resolve_seed(seed: int) -> int:
+    """The seed a run uses: ``seed`` itself, or a fresh random one in ``0..LIMITS.random_seed_max`` for -1."""
+    return secrets.randbelow(LIMITS.random_seed_max + 1) if seed == -1 else int(seed)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _range_text(limit: Any) -> str:
+    return f"{limit.lo:g} to {limit.hi:g}"
+
+
+# ------------------------------------------------------------------------- output geometry
+
+
+def best_output_size(width: int, height: int, multiple_w: int, multiple_h: int, max_area: int) -> tuple[int, int]:
+    """The ``(w, h)`` with ``w % multiple_w == h % multiple_h == 0`` and ``w * h <= max_area`` whose aspect
+    is closest to ``width / height`` (TI2V-5B image sizing). Two candidates are tried: round the width
+    down first and fit the height to the area, or the other way round; the one with the smaller aspect
+    error (as a ratio >= 1) wins, the height-first one on a tie. Raises ``ValueError`` if no size fits.
+    """
+    aspect = width / height
+    ideal_w = math.sqrt(max_area * aspect)
+    ideal_h = max_area / ideal_w
+    candidates: list[tuple[int, int]] = []
+    w1 = int(ideal_w // multiple_w * multiple_w)
+    if w1 > 0:
+        candidates.append((w1, int(max_area / w1 // multiple_h * multiple_h)))
+    h2 = int(ideal_h // multiple_h * multiple_h)
+    if h2 > 0:
+        candidates.append((int(max_area / h2 // multiple_w * multiple_w), h2))
+    candidates = [(w, h) for w, h in candidates if w > 0 and h > 0]
+    if not candidates:
+        raise ValueError(
+            f"no {multiple_w}x{multiple_h}-aligned size of area <= {max_area} fits a {width}x{height} image"
+        )
+
+    def error(c: tuple[int, int]) -> float:
+        r = c[0] / c[1]
+        return max(aspect / r, r / aspect)
+
+    if len(candidates) == 2 and error(candidates[0]) < error(candidates[1]):
+        return candidates[0]
+    return candidates[-1]
+
+
+def i2v_a14b_output_size(width: int, height: int, max_area: int, vae_stride: int, patch: int) -> tuple[int, int]:
+    """I2V-A14B output ``(w, h)`` for a ``width x height`` image (official ``WanI2V`` arithmetic):
+    ``lat_h = round(sqrt(max_area * h/w) // stride // patch * patch)`` (same for ``lat_w`` with w/h),
+    then ``(lat_w * stride, lat_h * stride)``. The aspect ratio is kept up to that rounding."""
+    aspect = height / width
+    lat_h = round(math.sqrt(max_area * aspect) // vae_stride // patch * patch)
+    lat_w = round(math.sqrt(max_area / aspect) // vae_stride // patch * patch)
+    return int(lat_w * vae_stride), int(lat_h * vae_stride)
+
+
+def image_output_size(spec: ModelSpec, image_size: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """Output ``(w, h)`` for an image of ``image_size`` at the requested area ``size`` (official rules)."""
+    stride, patch = spec.vae_stride[1], spec.patch_size[1]
+    iw, ih = image_size
+    area = size[0] * size[1]
+    if spec.moe:
+        ow, oh = i2v_a14b_output_size(iw, ih, area, stride, patch)
+        if ow < stride * patch or oh < stride * patch:
+            raise InputError("image", f"aspect ratio {iw}x{ih} is too extreme for an output area of {area} pixels")
+        return ow, oh
+    try:
+        return best_output_size(iw, ih, stride * patch, stride * patch, area)
+    except ValueError as e:
+        raise InputError("image", f"aspect ratio {iw}x{ih} cannot fit the output area: {e}") from e
+
+
+def _image_size(image: Any) -> tuple[int, int]:
+    """``(w, h)`` of a PIL image or an image file (fully decoded once, so damage is found here)."""
+    from PIL import Image
+
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        if not path.is_file():
+            raise InputError("image", f"file not found: {path.name!r}")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return im.size
+        except Image.DecompressionBombError as e:  # not an OSError; raised above 2 * MAX_IMAGE_PIXELS
+            raise InputError(
+                "image", f"{path.name!r} is too large to open safely: {e} (the size limit is PIL.Image.MAX_IMAGE_PIXELS)"
+            ) from e
+        except (OSError, ValueError, SyntaxError) as e:  # unknown format, truncated data, bad header values
+            detail = str(e).replace(str(path), path.name)
+            raise InputError("image", f"cannot read {path.name!r} as an image ({detail})") from e
+    if isinstance(image, Image.Image):
+        if image.width < 1 or image.height < 1:
+            raise InputError("image", f"is empty ({image.width}x{image.height})")
+        return image.size
+    raise InputError("image", f"must be a PIL image or a path to an image file; got {type(image).__name__}")
+
+
+# ------------------------------------------------------------------------- strict builder
+
+
+def _check_int(name: str, value: Any, limit: Any, extra: str = "") -> int:
+    if not _is_int(value) or value not in limit:
+        raise InputError(name, f"must be an integer from {_range_text(limit)}{extra}; got {_short(value)}")
+    return int(value)
+
+
+def _check_float(name: str, value: Any, limit: Any, extra: str = "") -> float:
+    if not _is_number(value) or not math.isfinite(float(value)) or float(value) not in limit:
+        raise InputError(name, f"must be a number from {_range_text(limit)}{extra}; got {_short(value)}")
+    return float(value)
+
+
+def _check_text(name: str, value: Any, *, allow_none: bool) -> str:
+    if value is None and allow_none:
+        return ""
+    if not isinstance(value, str):
+        raise InputError(name, f"must be a str{' or None' if allow_none else ''}; got {type(value).__name__}")
+    if len(value) > LIMITS.prompt_chars:
+        raise InputError(name, f"is {len(value)} characters; the limit is {LIMITS.prompt_chars}")
+    return value
+
+
+def _check_size(spec: ModelSpec, size: tuple[int, int], policy: RequestPolicy) -> tuple[int, int]:
+    allowed = ", ".join(format_size(*s) for s in spec.sizes)
+    cap = min(int(LIMITS.side.hi), policy.max_side)
+    if size in spec.sizes and max(size) <= cap:
+        return size
+    if not policy.any_size:
+        raise InputError(
+            "size",
+            f"{format_size(*size)} is not supported by {spec.task}; allowed (width*height): {allowed} "
+            f"(or any multiple of {spec.size_multiple} with any_size=True)",
+        )
+    m = spec.size_multiple
+    bad = [f"{n}={v}" for n, v in zip(("width", "height"), size, strict=True) if v % m]
+    if bad:
+        raise InputError("size", f"{', '.join(bad)}: width and height must be multiples of {m} for {spec.task}")
+    lo = max(int(LIMITS.side.lo), m)
+    if not (lo <= size[0] <= cap and lo <= size[1] <= cap):
+        note = f" {policy.note}" if policy.note else ""
+        raise InputError("size", f"{format_size(*size)}: each side must be between {lo} and {cap}{note}")
+    return size
+
+
+def _check_guidance(spec: ModelSpec, value: Any) -> dict[str, float]:
+    """Per-expert guidance from a number, a ``(low_noise, high_noise)`` pair or a mapping."""
+    experts = spec.experts
+    form = (
+        "a number, {'high_noise': h, 'low_noise': l} or the official (low_noise, high_noise) pair"
+        if spec.moe else "a number or {'dense': g}"
+    )  # fmt: skip
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(experts))
+        missing = [e for e in experts if e not in value]
+        if unknown or missing:
+            raise InputError(
+                "guide_scale", f"{spec.task} takes guidance for the experts {', '.join(experts)}; got keys {sorted(value)}"
+            )
+        values = {e: value[e] for e in experts}
+    elif isinstance(value, (tuple, list)):
+        if not spec.moe:
+            raise InputError("guide_scale", f"{spec.task} has a single model: give one number; got {_short(value)}")
+        if len(value) != 2:
+            raise InputError("guide_scale", f"must be {form}; got {_short(value)}")
+        values = {"low_noise": value[0], "high_noise": value[1]}
+    else:
+        values = dict.fromkeys(experts, value)
+    lim = LIMITS.guide_scale
+    for v in values.values():
+        if not _is_number(v) or not math.isfinite(float(v)) or float(v) not in lim:
+            raise InputError("guide_scale", f"must be {form}, each from {_range_text(lim)}; got {_short(value)}")
+    return {e: float(values[e]) for e in experts}
+
+
+def _check_frames(spec: ModelSpec, frames: Any) -> int:
+    lim = LIMITS.frame_num
+    if not _is_int(frames) or frames not in lim or (frames - 1) % 4:
+        raise InputError(
+            "frame_num", f"must be an integer 4n+1 from {_range_text(lim)} (1, 5, 9, ..., 81, ..., 121); got {_short(frames)}"
+        )
+    return int(frames)
+
+
+def _check_seed(seed: Any) -> int:
+    if not _is_int(seed) or not (seed == -1 or seed in LIMITS.seed):
+        raise InputError("seed", f"must be -1 (random) or an integer from 0 to {int(LIMITS.seed.hi)}; got {_short(seed)}")
+    return int(seed)
+
+
+def _check_solver(solver: Any) -> str:
+    if solver not in SOLVERS:
+        raise InputError("sample_solver", f"must be one of {', '.join(SOLVERS)}; got {_short(solver)}")
+    return str(solver)
+
+
+# The per-field checks of the typed settings (field -> check(spec, value, policy) -> typed value).
+_CHECKS: Final[dict[str, Any]] = {
+    "prompt": lambda spec, v, p: _check_text("prompt", v, allow_none=False),
+    "negative_prompt": lambda spec, v, p: _check_text("negative_prompt", v, allow_none=True),
+    "size": lambda spec, v, p: _check_size(spec, parse_size(v), p),
+    "frame_num": lambda spec, v, p: _check_frames(spec, v),
+    "fps": lambda spec, v, p: _check_int("fps", v, LIMITS.fps),
+    "sampling_steps": lambda spec, v, p: _check_int("sampling_steps", v, LIMITS.sampling_steps),
+    "shift": lambda spec, v, p: _check_float("shift", v, LIMITS.shift, f" (official: {spec.sample_shift:g})"),
+    "guide_scale": lambda spec, v, p: _check_guidance(spec, v),
+    "sample_solver": lambda spec, v, p: _check_solver(v),
+    "seed": lambda spec, v, p: _check_seed(v),
+}
+
+
+def check_fields(
+    task: str, settings: Mapping[str, Any], policy: RequestPolicy | None = None
+) -> tuple[dict[str, Any], list[InputError]]:
+    """Checks each typed setting on its own -> (the valid ones, one error per invalid one).
+
+    For restoring a form or a link: every bad field is reported by name and the rest is kept.
+    """
+    spec = get_spec(task)
+    policy = policy or RequestPolicy()
+    good: dict[str, Any] = {}
+    errors: list[InputError] = []
+    for name, value in settings.items():
+        check = _CHECKS.get(name)
+        if check is None:
+            good[name] = value
+            continue
+        try:
+            checked = check(spec, value, policy)
+        except InputError as e:
+            errors.append(e)
+        else:
+            good[name] = value if name == "size" else checked
+    return good, errors
+
+
+def make_request(
+    task: str,
+    prompt: Any = "",
+    *,
+    image: Any = None,
+    negative_prompt: Any = None,
+    size: Any = None,
+    frame_num: Any = None,
+    fps: Any = None,
+    sampling_steps: Any = None,
+    shift: Any = None,
+    guide_scale: Any = None,
+    sample_solver: Any = None,
+    seed: Any = -1,
+    any_size: bool | None = None,
+    policy: RequestPolicy | None = None,
+) -> GenerationRequest:
+    """Validates typed settings for ``task`` and resolves defaults and the seed; raises ``InputError``.
+
+    Defaults come from the task's ``ModelSpec``. ``any_size`` (a shortcut for
+    ``RequestPolicy(any_size=...)``) overrides the policy's flag. An image path is opened and
+    decoded once here (no model runs).
+    """
+    try:
+        spec = get_spec(task)
+    except ValueError as e:
+        raise InputError("task", str(e)) from None
+    policy = policy or RequestPolicy()
+    if any_size is not None:
+        policy = replace(policy, any_size=bool(any_size))
+    prompt = _check_text("prompt", prompt, allow_none=False)
+    negative = _check_text("negative_prompt", negative_prompt, allow_none=True)
+    mode = spec.image_input
+    if image is not None and mode == "none":
+        raise InputError("image", f"{spec.task} is text-to-video only and takes no image (use i2v-A14B or ti2v-5B)")
+    if image is None and mode == "required":
+        raise InputError("image", f"{spec.task} needs an input image (a PIL image or a path)")
+    if image is None and not prompt.strip():
+        raise InputError("prompt", "must not be empty for a text-only generation")
+    size_wh = _check_size(spec, spec.default_size if size is None else parse_size(size), policy)
+    frames = _check_frames(spec, spec.frame_num if frame_num is None else frame_num)
+    fps_v = _CHECKS["fps"](spec, spec.sample_fps if fps is None else fps, policy)
+    steps = _CHECKS["sampling_steps"](spec, spec.sample_steps if sampling_steps is None else sampling_steps, policy)
+    shift_v = _CHECKS["shift"](spec, spec.sample_shift if shift is None else shift, policy)
+    solver = _check_solver("unipc" if sample_solver is None else sample_solver)
+    guide = _check_guidance(spec, spec.guide_scale if guide_scale is None else guide_scale)
+    seed_v = _check_seed(seed)
+    output = size_wh if image is None else image_output_size(spec, _image_size(image), size_wh)
+    return GenerationRequest(
+        task=spec.task,
+        prompt=prompt,
+        negative_prompt=negative,
+        size=size_wh,
+        frame_num=frames,
+        fps=fps_v,
+        sampling_steps=steps,
+        shift=shift_v,
+        guide_scale=guide,
+        sample_solver=solver,
+        seed=resolve_seed(seed_v),
+        image=image,
+        any_size=policy.any_size,
+        output_size=output,
+    )
+
+
+# ------------------------------------------------------------------- text-ish values
+
+
+def _text_number(name: str, raw: Any, *, integer: bool) -> int | float:
+    """A number from a form/URL/JSON value: ints, floats, numeric strings; never bools, NaN or inf."""
+    what = "a whole number" if integer else "a number"
+    if isinstance(raw, bool) or raw is None:
+        raise InputError(name, f"must be {what}; got {_short(raw)}")
+    if isinstance(raw, str):
+        text = raw.strip()
+        if len(text) > 40:
+            raise InputError(name, f"must be {what}; got a {len(text)}-character text")
+        try:
+            value: float | int = int(text) if re.fullmatch(r"[+-]?\d+", text) else float(text)
+        except ValueError:
+            raise InputError(name, f"must be {what}; got {_short(raw)}") from None
+    elif _is_number(raw):
+        value = raw
+    else:
+        raise InputError(name, f"must be {what}; got {type(raw).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(name, f"must be a finite number; got {_short(raw)}")
+    if integer:
+        if isinstance(value, float):
+            if value != int(value):
+                raise InputError(name, f"must be a whole number; got {_short(raw)}")
+            value = int(value)
+        return int(value)
+    return float(value)
+
+
+def _text(name: str, raw: Any) -> str:
+    if raw is None:
+        return ""
+    if not isinstance(raw, str):
+        raise InputError(name, f"must be text; got {type(raw).__name__}")
+    if len(raw) > LIMITS.prompt_chars:
+        raise InputError(name, f"is {len(raw)} characters; the limit is {LIMITS.prompt_chars}")
+    return raw
+
+
+def _guidance_value(raw: Any) -> Any:
+    if isinstance(raw, Mapping):
+        return {str(k): _text_number("guide_scale", v, integer=False) for k, v in raw.items()}
+    if isinstance(raw, (list, tuple)):
+        return tuple(_text_number("guide_scale", v, integer=False) for v in raw)
+    return _text_number("guide_scale", raw, integer=False)
+
+
+_PARSERS: Final[dict[str, Any]] = {
+    "prompt": lambda v: _text("prompt", v),
+    "negative_prompt": lambda v: _text("negative_prompt", v),
+    "size": lambda v: parse_size(v if isinstance(v, str) else tuple(v) if isinstance(v, (list, tuple)) else v),
+    "frame_num": lambda v: _text_number("frame_num", v, integer=True),
+    "fps": lambda v: _text_number("fps", v, integer=True),
+    "sampling_steps": lambda v: _text_number("sampling_steps", v, integer=True),
+    "shift": lambda v: _text_number("shift", v, integer=False),
+    "guide_scale": _guidance_value,
+    "sample_solver": lambda v: _solver(v),
+    "seed": lambda v: _text_number("seed", v, integer=True),
+}
+
+
+def _solver(raw: Any) -> str:
+    if not isinstance(raw, str) or raw not in SOLVERS:
+        raise InputError("sample_solver", f"must be one of {', '.join(SOLVERS)}; got {_short(raw)}")
+    return raw
+
+
+def parse_values(task: str, values: Mapping[str, Any]) -> tuple[dict[str, Any], list[InputError]]:
+    """Typed ``make_request`` keyword arguments from text-ish ``values``, and one error per bad field.
+
+    Accepts the request field names, the short link names (``URL_ALIASES``), flat per-expert guidance
+    (``guide_scale_high``/``guide_scale_low``), ``randomize_seed`` (true -> seed -1) and the version-1
+    settings shape (``width``/``height``; ``guide_scale`` as ``[low_noise, high_noise]``). Unknown
+    keys are ignored (settings carry app metadata such as ``id`` and ``created``). Ranges are not
+    checked here: ``make_request`` does that.
+    """
+    spec = get_spec(task)
+    out: dict[str, Any] = {}
+    errors: list[InputError] = []
+    names = {URL_ALIASES.get(k, k): v for k, v in values.items()}
+    if "size" not in names and "width" in names and "height" in names:  # settings version 1
+        names["size"] = (names["width"], names["height"])
+    for name, parse in _PARSERS.items():
+        if name in names and not (name == "seed" and names[name] in (None, "")):
+            try:
+                out[name] = parse(names[name])
+            except InputError as e:
+                errors.append(e)
+    flat = {expert: names[key] for key, expert in _FLAT_GUIDE.items() if key in names}
+    if flat and spec.moe:
+        try:
+            parsed = {e: _text_number(f"guide_scale_{e.split('_')[0]}", v, integer=False) for e, v in flat.items()}
+        except InputError as e:
+            errors.append(e)
+        else:
+            base = out.get("guide_scale", spec.guide_scale)
+            base = _check_guidance(spec, base) if not isinstance(base, Mapping) or set(base) != set(spec.experts) else base
+            out["guide_scale"] = {**base, **parsed}
+    elif flat:
+        errors.append(InputError("guide_scale", f"{spec.task} has a single model: use guide_scale, not {', '.join(_FLAT_GUIDE)}"))
+    if names.get("randomize_seed") in (True, "true", "True", "1", 1):
+        out["seed"] = -1
+    if "any_size" in names and isinstance(names["any_size"], bool):
+        out["any_size"] = names["any_size"]
+    return out, errors
+
+
+def request_from_values(
+    task: str, values: Mapping[str, Any], *, image: Any = None, policy: RequestPolicy | None = None
+) -> GenerationRequest:
+    """``parse_values`` then ``make_request``; raises the first ``InputError`` (field named)."""
+    kwargs, errors = parse_values(task, values)
+    if errors:
+        raise errors[0]
+    kwargs.setdefault("prompt", "")
+    if "any_size" in kwargs and policy is not None:
+        kwargs.pop("any_size")
+    return make_request(task, image=image, policy=policy, **kwargs)
+
+
+def flat_values(task: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Typed settings (``parse_values`` output or a request's fields) -> the flat form/link values:
+    ``size`` as ``"W*H"``, guidance as ``guide_scale_high``/``guide_scale_low`` (A14B) or ``guide_scale``."""
+    spec = get_spec(task)
+    out: dict[str, Any] = {}
+    for name in ("prompt", "negative_prompt", "frame_num", "fps", "sampling_steps", "shift", "sample_solver", "seed"):
+        if name in kwargs:
+            out[name] = kwargs[name]
+    if "size" in kwargs:
+        out["size"] = format_size(*kwargs["size"])
+    if "guide_scale" in kwargs:
+        try:
+            guide = _check_guidance(spec, kwargs["guide_scale"])
+        except InputError:
+            guide = {}
+        if spec.moe:
+            out.update({key: guide[expert] for key, expert in _FLAT_GUIDE.items() if expert in guide})
+        elif guide:
+            out["guide_scale"] = guide["dense"]
+    return out
