@@ -7,7 +7,7 @@ process (further checks wait), so a burst of uploads cannot decode them all at t
 
 from __future__ import annotations
 
-import os
+import logging
 import threading
 from pathlib import Path
 
@@ -20,6 +20,7 @@ __all__ = [
     "MAX_IMAGE_SIDE",
     "MIN_IMAGE_SIDE",
     "check_image",
+    "discard_upload",
 ]
 
 MAX_IMAGE_SIDE = 8192
@@ -29,6 +30,8 @@ MAX_IMAGE_BYTES = 25 * 1024 * 1024  # app.py's max_file_size="25mb" (gradio coun
 MAX_CONCURRENT_DECODES = 2
 
 _DECODE_SLOTS = threading.BoundedSemaphore(MAX_CONCURRENT_DECODES)
+
+log = logging.getLogger(__name__)
 
 
 def check_image(path: str | Path) -> tuple[int, int]:
@@ -83,3 +86,40 @@ def check_image(path: str | Path) -> tuple[int, int]:
     if fmt is None:
         raise InputError("image", f"{p.name!r} has no recognisable image format")
     return width, height
+
+
+def discard_upload(path: str | Path, upload_root: str | Path) -> bool:
+    """Delete an uploaded temp file once it has been used; ``True`` if it was deleted.
+
+    Only a regular file that lies under ``upload_root`` after resolving all links is deleted:
+    ``..`` traversal, a path outside the root, the root itself, a folder, or a symlink (even one
+    inside the root; its target is never touched) is refused with ``False`` and a log line, as is a
+    file that is already gone. The file's folder is removed too when that leaves it empty (Gradio
+    keeps each upload in a folder of its own), but never the root itself. Never raises ``OSError``.
+    """
+    try:
+        root = Path(upload_root).resolve(strict=True)
+        given = Path(path)
+        if given.is_symlink():
+            log.warning("discard_upload: %s is a symlink; not deleted", given)
+            return False
+        target = given.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a link loop
+        return False
+    if target == root or not target.is_relative_to(root):
+        log.warning("discard_upload: %s is not under the upload folder %s; not deleted", target, root)
+        return False
+    if target.is_symlink() or not target.is_file():
+        return False
+    try:
+        target.unlink()
+    except OSError as e:
+        if not isinstance(e, FileNotFoundError):
+            log.warning("discard_upload: cannot delete %s: %s", target, e)
+        return False
+    if target.parent != root:
+        try:
+            target.parent.rmdir()  # only succeeds when empty
+        except OSError:
+            pass
+    return True

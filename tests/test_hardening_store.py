@@ -365,3 +365,34 @@ def test_bad_uploads_give_a_specific_image_error(tmp_path):
         assert info.value.field == "image", path
         assert str(tmp_path) not in str(info.value)  # no server paths in user-facing text
     assert images.check_image(full) == (640, 480)
+
+
+# ------------------------------------------------------------------------ 4. discarding uploads
+def test_discard_upload_deletes_only_inside_the_upload_root(tmp_path):
+    from playground.images import discard_upload
+
+    root = tmp_path / "gradio"
+    (root / "0a1b2c").mkdir(parents=True)
+    upload = write_png(root / "0a1b2c" / "cat.png")
+    outside = write_png(tmp_path / "secret.png")
+    (root / "0a1b2c" / "link.png").symlink_to(outside)  # a link inside the root to a file outside it
+    (root / "dir.png").mkdir()
+    alias = tmp_path / "alias"
+    alias.symlink_to(root, target_is_directory=True)
+
+    assert discard_upload(root / "0a1b2c" / "link.png", root) is False
+    assert discard_upload(root / "0a1b2c" / ".." / ".." / "secret.png", root) is False  # traversal
+    assert discard_upload(str(outside), str(root)) is False
+    assert discard_upload(root, root) is False
+    assert discard_upload(root / "dir.png", root) is False
+    assert discard_upload(tmp_path / "nope" / "x.png", root) is False
+    assert outside.read_bytes()[:4] == b"\x89PNG" and (root / "0a1b2c" / "link.png").is_symlink()
+
+    assert discard_upload(alias / "0a1b2c" / "cat.png", root) is True  # the same file through a link to the root
+    assert not upload.exists()
+    assert discard_upload(upload, root) is False  # already gone
+    (root / "0a1b2c" / "link.png").unlink()
+    other = write_png(root / "0a1b2c" / "dog.png")
+    assert discard_upload(other, alias) is True
+    assert not (root / "0a1b2c").exists() and root.is_dir()  # its emptied folder goes, the root stays
+    assert outside.exists()
