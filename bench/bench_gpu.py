@@ -160,7 +160,7 @@ def worker(impl: str, name: str, steps: int, out_dir: Path, device: str) -> dict
         from accelerate import init_empty_weights
         from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
 
-        from wan.modules.model import to_diffusers_dit_state_dict
+        from wan.modules.conversion import to_diffusers_dit_state_dict
 
         with init_empty_weights():
             model = WanTransformer3DModel(**dcfg.to_diffusers_config())

@@ -172,7 +172,7 @@ def worker_steps_diffusers(cfg: StepConfig) -> dict[str, Any]:
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
 
-    from wan.modules.model import to_diffusers_dit_state_dict
+    from wan.modules.conversion import to_diffusers_dit_state_dict
 
     _, tiny_diffusers = _tiny_parts()
     dit_cfg = _dit_config(cfg)
@@ -222,7 +222,8 @@ def write_load_checkpoints() -> int:
     import torch
     from safetensors.torch import save_file
 
-    from wan.modules.model import DiTConfig, WanModel, to_diffusers_dit_state_dict
+    from wan.modules.conversion import to_diffusers_dit_state_dict
+    from wan.modules.model import DiTConfig, WanModel
 
     official, diffusers_dir = _ckpt_paths()
     cfg = DiTConfig(model_type="ti2v", **LOAD_DIT)

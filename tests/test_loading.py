@@ -113,10 +113,10 @@ def test_write_rejects_bad_layout(tmp_path: Path) -> None:
 
 
 def test_synthetic_resnet_names_are_the_loaders_inverse() -> None:
-    from wan.modules.vae_blocks import DIFFUSERS_RESNET_TO_OFFICIAL
+    from wan.modules.conversion import DIFFUSERS_VAE_RESNET_TO_OFFICIAL
 
     inverse = synthetic._resnet_to_diffusers()
-    assert {official: theirs for theirs, official in inverse.items()} == DIFFUSERS_RESNET_TO_OFFICIAL
+    assert {official: theirs for theirs, official in inverse.items()} == DIFFUSERS_VAE_RESNET_TO_OFFICIAL
     assert inverse["residual.0.gamma"] == "norm1.gamma" and inverse["shortcut.bias"] == "conv_shortcut.bias"
 
 
@@ -423,12 +423,12 @@ def test_diffusers_unknown_key(tiny_ckpt_copy) -> None:
 def test_diffusers_key_conversion_bug_is_not_reported_as_a_bad_checkpoint(tiny_ckpt, monkeypatch: pytest.MonkeyPatch) -> None:
     """Only the converter's DiTCheckpointError becomes a CheckpointError naming the folder; a bug
     (any other exception) propagates unchanged instead of blaming the user's files."""
-    from wan.modules import model as model_mod
+    from wan.modules import conversion as conversion_mod
 
     def broken(sd):  # noqa: ANN001, ANN202
         raise TypeError("a bug in the converter")
 
-    monkeypatch.setattr(model_mod, "convert_diffusers_dit_state_dict", broken)
+    monkeypatch.setattr(conversion_mod, "convert_diffusers_dit_state_dict", broken)
     with pytest.raises(TypeError, match="a bug in the converter"):
         loading.inspect_dit(tiny_ckpt("ti2v-5B", "diffusers") / "transformer")
 
@@ -746,7 +746,7 @@ def test_diffusers_pipeline_loads_tiny_checkpoint(tiny_ckpt, task: str) -> None:
     WanImageToVideoPipeline.from_pretrained load it with every tensor equal to the written weights."""
     import diffusers
 
-    from wan.modules.model import to_diffusers_dit_state_dict
+    from wan.modules.conversion import to_diffusers_dit_state_dict
     from wan.modules.t5 import convert_official_t5_state_dict
     from wan.modules.vae21 import convert_diffusers_vae21_state_dict
     from wan.modules.vae22 import convert_diffusers_vae22_state_dict

@@ -27,14 +27,9 @@ from torch import Tensor, nn
 from wan.modules import attention as attention_mod
 from wan.modules import model as model_mod
 from wan.modules.attention import AttentionBackendError, attention, available_backends, select_backend
-from wan.modules.model import (
-    DiTCheckpointError,
-    DiTConfig,
-    WanModel,
-    convert_diffusers_dit_state_dict,
-    is_float32_parameter,
-    to_diffusers_dit_state_dict,
-)
+from wan.modules.conversion import DiTCheckpointError, convert_diffusers_dit_state_dict, to_diffusers_dit_state_dict
+from wan.modules.layers import TimestepRuns
+from wan.modules.model import DiTConfig, WanModel, is_float32_parameter
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL_KEYS_FILE = REPO / "tests" / "data" / "official-keys_dit.txt"
@@ -283,7 +278,7 @@ def test_per_token_timestep_runs_equal_gather_path(
     seq_len = inputs["t"].shape[1]  # type: ignore[union-attr]
     frame = seq_len // grid[0]
     _, layout = model._timestep_groups(inputs["t"], batch, seq_len, torch.device("cpu"))
-    assert isinstance(layout, model_mod.TimestepRuns)
+    assert isinstance(layout, TimestepRuns)
     assert layout.bounds == ((0, frame), (frame, seq_len))
     assert layout.index.shape == (batch, 2)
 
@@ -319,7 +314,7 @@ def test_per_token_timestep_runs_union_and_limit(no_backend_env: None) -> None:
     t = torch.tensor([[0.0, 0.0, 5.0, 5.0, 5.0, 5.0], [0.0, 0.0, 0.0, 0.0, 7.0, 7.0]])
     values, layout = model._timestep_groups(t, 2, 6, torch.device("cpu"))
     assert torch.equal(values, torch.tensor([0.0, 5.0, 7.0]))
-    assert isinstance(layout, model_mod.TimestepRuns)
+    assert isinstance(layout, TimestepRuns)
     assert layout.bounds == ((0, 2), (2, 4), (4, 6))
     assert layout.index.tolist() == [[0, 1, 1], [0, 0, 2]]
     many = torch.arange(model_mod.MAX_TIMESTEP_RUNS + 1.0).repeat_interleave(2)[None]

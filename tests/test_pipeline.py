@@ -179,7 +179,7 @@ def test_same_weights_in_both_layouts(pipes: dict[str, WanVideoPipeline], checkp
     """The oracle is only meaningful if diffusers really holds our weights."""
     from diffusers import WanTransformer3DModel
 
-    from wan.modules.model import to_diffusers_dit_state_dict
+    from wan.modules.conversion import to_diffusers_dit_state_dict
 
     ours = to_diffusers_dit_state_dict(pipes["t2v-A14B"].experts.experts["low_noise"].state_dict())
     theirs = WanTransformer3DModel.from_pretrained(checkpoints[("t2v-A14B", "diffusers")] / "transformer_2").state_dict()

@@ -362,7 +362,7 @@ def _inspect_dit(
 
 
 def _convert_dit_keys(sd: Mapping[str, Tensor], model_dir: Path) -> dict[str, Tensor]:
-    from .modules.model import DiTCheckpointError, convert_diffusers_dit_state_dict
+    from .modules.conversion import DiTCheckpointError, convert_diffusers_dit_state_dict
 
     try:
         return convert_diffusers_dit_state_dict(sd)

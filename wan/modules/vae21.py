@@ -23,18 +23,16 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from .conversion import DIFFUSERS_VAE_RESNET_TO_OFFICIAL, convert_diffusers_vae_shared_key, raise_unknown_vae_keys
 from .vae_blocks import (
-    DIFFUSERS_RESNET_TO_OFFICIAL,
     CausalConv3d,
     ChunkCache,
     ChunkedVideoVAE,
     Resample,
     ResidualBlock,
     block_indices,
-    convert_diffusers_shared_key,
     make_head,
     make_middle,
-    raise_unknown_keys,
     require_keys,
     run_layers,
     validate_vae_config,
@@ -277,18 +275,18 @@ def convert_diffusers_vae21_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Te
     out: dict[str, Tensor] = {}
     unknown: list[str] = []
     for key, value in sd.items():
-        new = convert_diffusers_shared_key(key)
+        new = convert_diffusers_vae_shared_key(key)
         if new is None:
             if m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.(.+)", key):
                 index, rest = m.groups()
-                if rest in DIFFUSERS_RESNET_TO_OFFICIAL:
-                    new = f"encoder.downsamples.{index}.{DIFFUSERS_RESNET_TO_OFFICIAL[rest]}"
+                if rest in DIFFUSERS_VAE_RESNET_TO_OFFICIAL:
+                    new = f"encoder.downsamples.{index}.{DIFFUSERS_VAE_RESNET_TO_OFFICIAL[rest]}"
                 elif re.fullmatch(r"(resample\.1|time_conv)\.(weight|bias)", rest):
                     new = f"encoder.downsamples.{index}.{rest}"
             elif m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
                 stage, j, rest = int(m.group(1)), int(m.group(2)), m.group(3)
-                if rest in DIFFUSERS_RESNET_TO_OFFICIAL:
-                    new = f"decoder.upsamples.{stage * stage_len + j}.{DIFFUSERS_RESNET_TO_OFFICIAL[rest]}"
+                if rest in DIFFUSERS_VAE_RESNET_TO_OFFICIAL:
+                    new = f"decoder.upsamples.{stage * stage_len + j}.{DIFFUSERS_VAE_RESNET_TO_OFFICIAL[rest]}"
             elif m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.((resample\.1|time_conv)\.(weight|bias))", key):
                 stage = int(m.group(1))
                 new = f"decoder.upsamples.{stage * stage_len + stage_len - 1}.{m.group(2)}"
@@ -296,5 +294,5 @@ def convert_diffusers_vae21_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Te
             unknown.append(key)
         else:
             out[new] = value
-    raise_unknown_keys(unknown, _WHAT)
+    raise_unknown_vae_keys(unknown, _WHAT)
     return out

@@ -28,8 +28,8 @@ from typing import Any
 from einops import rearrange
 from torch import Tensor, nn
 
+from .conversion import DIFFUSERS_VAE_RESNET_TO_OFFICIAL, convert_diffusers_vae_shared_key, raise_unknown_vae_keys
 from .vae_blocks import (
-    DIFFUSERS_RESNET_TO_OFFICIAL,
     AvgDown3D,
     CausalConv3d,
     ChunkCache,
@@ -38,10 +38,8 @@ from .vae_blocks import (
     Resample,
     ResidualBlock,
     block_indices,
-    convert_diffusers_shared_key,
     make_head,
     make_middle,
-    raise_unknown_keys,
     require_keys,
     run_layers,
     validate_vae_config,
@@ -390,12 +388,12 @@ def convert_diffusers_vae22_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Te
     out: dict[str, Tensor] = {}
     unknown: list[str] = []
     for key, value in sd.items():
-        new = convert_diffusers_shared_key(key)
+        new = convert_diffusers_vae_shared_key(key)
         if new is None:
             if m := re.fullmatch(r"(encoder\.down|decoder\.up)_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
                 side, stage, j, rest = m.groups()
-                if rest in DIFFUSERS_RESNET_TO_OFFICIAL:
-                    new = f"{side}samples.{stage}.{side.split('.')[1]}samples.{j}.{DIFFUSERS_RESNET_TO_OFFICIAL[rest]}"
+                if rest in DIFFUSERS_VAE_RESNET_TO_OFFICIAL:
+                    new = f"{side}samples.{stage}.{side.split('.')[1]}samples.{j}.{DIFFUSERS_VAE_RESNET_TO_OFFICIAL[rest]}"
             elif m := re.fullmatch(
                 r"(encoder\.down|decoder\.up)_blocks\.(\d+)\.(downsampler|upsampler)\.((resample\.1|time_conv)\.(weight|bias))",
                 key,
@@ -407,5 +405,5 @@ def convert_diffusers_vae22_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Te
             unknown.append(key)
         else:
             out[new] = value
-    raise_unknown_keys(unknown, _WHAT)
+    raise_unknown_vae_keys(unknown, _WHAT)
     return out

@@ -28,9 +28,6 @@ from torch import Tensor, nn
 
 __all__ = [
     "CACHE_T",
-    "DIFFUSERS_ENDS_TO_OFFICIAL",
-    "DIFFUSERS_RESNET_TO_OFFICIAL",
-    "DIFFUSERS_TOP_TO_OFFICIAL",
     "AttentionBlock",
     "AvgDown3D",
     "CacheMarker",
@@ -43,11 +40,9 @@ __all__ = [
     "ResidualBlock",
     "RMSNorm",
     "block_indices",
-    "convert_diffusers_shared_key",
     "encoder_chunks",
     "make_head",
     "make_middle",
-    "raise_unknown_keys",
     "require_keys",
     "run_layers",
     "validate_vae_config",
@@ -438,49 +433,6 @@ def require_keys(sd: Mapping[str, Any], keys: Sequence[str], what: str) -> None:
     missing = [k for k in keys if k not in sd]
     if missing:
         raise ValueError(f"not a {what} state dict: missing {missing[:3]} ({len(missing)} missing)")
-
-
-# diffusers WanResidualBlock parameter names -> official ResidualBlock parameter names
-DIFFUSERS_RESNET_TO_OFFICIAL: dict[str, str] = {
-    "norm1.gamma": "residual.0.gamma",
-    "conv1.weight": "residual.2.weight",
-    "conv1.bias": "residual.2.bias",
-    "norm2.gamma": "residual.3.gamma",
-    "conv2.weight": "residual.6.weight",
-    "conv2.bias": "residual.6.bias",
-    "conv_shortcut.weight": "shortcut.weight",
-    "conv_shortcut.bias": "shortcut.bias",
-}
-
-
-# diffusers top-level / encoder-decoder end layers -> official names (prefix and part maps)
-DIFFUSERS_TOP_TO_OFFICIAL: dict[str, str] = {"quant_conv.": "conv1.", "post_quant_conv.": "conv2."}
-DIFFUSERS_ENDS_TO_OFFICIAL: dict[str, str] = {"conv_in": "conv1", "norm_out": "head.0", "conv_out": "head.2"}
-
-
-def convert_diffusers_shared_key(key: str) -> str | None:
-    """Official name of a diffusers ``AutoencoderKLWan`` key that both VAE versions share, else None.
-
-    Covers ``quant_conv``/``post_quant_conv``, ``conv_in``, ``norm_out``/``conv_out`` and ``mid_block``.
-    """
-    for old, new in DIFFUSERS_TOP_TO_OFFICIAL.items():
-        if key.startswith(old):
-            return new + key[len(old) :]
-    m = re.fullmatch(r"(encoder|decoder)\.(conv_in|norm_out|conv_out)\.(.+)", key)
-    if m:
-        return f"{m.group(1)}.{DIFFUSERS_ENDS_TO_OFFICIAL[m.group(2)]}.{m.group(3)}"
-    m = re.fullmatch(r"(encoder|decoder)\.mid_block\.resnets\.([01])\.(.+)", key)
-    if m and m.group(3) in DIFFUSERS_RESNET_TO_OFFICIAL:
-        return f"{m.group(1)}.middle.{2 * int(m.group(2))}.{DIFFUSERS_RESNET_TO_OFFICIAL[m.group(3)]}"
-    m = re.fullmatch(r"(encoder|decoder)\.mid_block\.attentions\.0\.(norm\.gamma|to_qkv\.\w+|proj\.\w+)", key)
-    if m:
-        return f"{m.group(1)}.middle.1.{m.group(2)}"
-    return None
-
-
-def raise_unknown_keys(unknown: list[str], what: str) -> None:
-    if unknown:
-        raise ValueError(f"unrecognised keys for a diffusers {what} state dict: {unknown[:5]} ({len(unknown)} total)")
 
 
 # ----------------------------------------------------------------------------------------------------

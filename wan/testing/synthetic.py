@@ -221,26 +221,26 @@ def _inverse(mapping: Mapping[str, str], name: str) -> dict[str, str]:
 @functools.cache
 def _resnet_to_diffusers() -> dict[str, str]:
     """Official residual-block parameter suffix -> Diffusers suffix: the inverse of the loader's
-    ``vae_blocks.DIFFUSERS_RESNET_TO_OFFICIAL`` (imported on first use: importing this module stays
-    torch-free). ``_vae_to_diffusers`` checks the whole key map against the loader's converter."""
-    from ..modules.vae_blocks import DIFFUSERS_RESNET_TO_OFFICIAL
+    ``conversion.DIFFUSERS_VAE_RESNET_TO_OFFICIAL`` (imported on first use: importing this module
+    imports nothing from ``wan.modules``). ``_vae_to_diffusers`` checks the whole key map against the loader's converter."""
+    from ..modules.conversion import DIFFUSERS_VAE_RESNET_TO_OFFICIAL
 
-    return _inverse(DIFFUSERS_RESNET_TO_OFFICIAL, "DIFFUSERS_RESNET_TO_OFFICIAL")
+    return _inverse(DIFFUSERS_VAE_RESNET_TO_OFFICIAL, "DIFFUSERS_VAE_RESNET_TO_OFFICIAL")
 
 
 _RESAMPLE_RE = re.compile(r"(resample\.1|time_conv)\.(weight|bias)")
 
 
 def _vae_shared_key_to_diffusers(key: str) -> str | None:
-    from ..modules.vae_blocks import DIFFUSERS_ENDS_TO_OFFICIAL, DIFFUSERS_TOP_TO_OFFICIAL
+    from ..modules.conversion import DIFFUSERS_VAE_ENDS_TO_OFFICIAL, DIFFUSERS_VAE_TOP_TO_OFFICIAL
 
     resnet = _resnet_to_diffusers()
-    for old, new in _inverse(DIFFUSERS_TOP_TO_OFFICIAL, "DIFFUSERS_TOP_TO_OFFICIAL").items():
+    for old, new in _inverse(DIFFUSERS_VAE_TOP_TO_OFFICIAL, "DIFFUSERS_VAE_TOP_TO_OFFICIAL").items():
         if key.startswith(old):
             return new + key[len(old):]
     m = re.fullmatch(r"(encoder|decoder)\.(conv1|head\.0|head\.2)\.(.+)", key)
     if m:
-        part = _inverse(DIFFUSERS_ENDS_TO_OFFICIAL, "DIFFUSERS_ENDS_TO_OFFICIAL")[m.group(2)]
+        part = _inverse(DIFFUSERS_VAE_ENDS_TO_OFFICIAL, "DIFFUSERS_VAE_ENDS_TO_OFFICIAL")[m.group(2)]
         return f"{m.group(1)}.{part}.{m.group(3)}"
     m = re.fullmatch(r"(encoder|decoder)\.middle\.([02])\.(.+)", key)
     if m and m.group(3) in resnet:
@@ -348,7 +348,7 @@ def _write_official(weights: TinyWeights, out: Path) -> None:
 
 
 def _write_diffusers(weights: TinyWeights, out: Path) -> None:
-    from ..modules.model import to_diffusers_dit_state_dict
+    from ..modules.conversion import to_diffusers_dit_state_dict
     from ..modules.t5 import convert_official_t5_state_dict, umt5_config_from_state_dict
     from .tokenizer import write_tiny_umt5_tokenizer
 
