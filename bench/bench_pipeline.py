@@ -113,7 +113,7 @@ def _tiny_parts() -> tuple[Any, Path]:
         write_tiny_checkpoint("t2v-A14B", diffusers_dir, seed=0, layout="diffusers")
     import torch
 
-    comps = load_components("t2v-A14B", official, dtype=torch.float32, lazy_experts=True)
+    comps = load_components("t2v-A14B", official, dtype=torch.float32)
     return comps, diffusers_dir
 
 

@@ -129,11 +129,11 @@ def test_load_components(tiny_ckpt, task: str, layout: str) -> None:
     spec = get_spec(task)
     weights = synthetic.tiny_weights(task, seed=0)
     assert comps.spec == spec and comps.layout == layout and comps.ckpt_dir == root
-    assert tuple(comps.experts) == spec.experts == tuple(comps.expert_loaders)
+    assert tuple(comps.experts) == spec.experts
     for name, model in comps.experts.items():
         assert isinstance(model, WanModel) and not model.training
         assert not any(p.requires_grad for p in model.parameters())
-        assert model.config == synthetic.tiny_dit_config(task) == comps.expert_configs[name]
+        assert model.config == synthetic.tiny_dit_config(task)
         _assert_same_weights(model, weights.experts[name])
     vae_cls = Wan21VAE if spec.vae == "wan2.1" else Wan22VAE
     assert isinstance(comps.vae, vae_cls) and comps.vae.config == weights.vae_config
@@ -168,16 +168,15 @@ def test_loaded_models_run(tiny_ckpt, task: str) -> None:
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_load_dit_bfloat16(tiny_ckpt, layout: str) -> None:
     folder = _expert_dir(tiny_ckpt("i2v-A14B", layout), "i2v-A14B", "high_noise", layout)
-    model = loading.load_dit(folder, dtype=torch.bfloat16, spec=get_spec("i2v-A14B"))
+    model = loading.load_dit(folder, dtype=torch.bfloat16)
     weights = synthetic.tiny_weights("i2v-A14B").experts["high_noise"]
     _assert_same_weights(model, weights, dtype=torch.bfloat16)
     for p in model.parameters():  # only the target-dtype tensor is kept, no float32 buffer behind it
         assert p.untyped_storage().nbytes() == p.numel() * 2
 
 
-def test_load_dit_keep_float32(tiny_ckpt) -> None:
-    folder = tiny_ckpt("ti2v-5B")
-    model = loading.load_dit(folder, dtype="bf16", keep_float32=True)
+def test_load_components_keep_float32(tiny_ckpt) -> None:
+    model = loading.load_components("ti2v-5B", tiny_ckpt("ti2v-5B"), dtype="bf16", keep_float32=True).experts["dense"]
     dtypes = {name: p.dtype for name, p in model.named_parameters()}
     assert dtypes["blocks.0.modulation"] == dtypes["time_projection.1.weight"] == torch.float32
     assert dtypes["blocks.0.self_attn.q.weight"] == torch.bfloat16
@@ -208,24 +207,6 @@ def test_load_dit_builds_on_meta_and_maps_the_file(tiny_ckpt_copy, monkeypatch: 
         f.seek(8 + header_len + start)
         f.write(struct.pack("<f", 1234.5))
     assert model.head.head.bias[0].item() == 1234.5
-
-
-@pytest.mark.parametrize("task", ["t2v-A14B", "ti2v-5B"])
-def test_lazy_experts(tiny_ckpt, task: str) -> None:
-    comps = loading.load_components(task, tiny_ckpt(task, "diffusers"), dtype=torch.float32, lazy_experts=True)
-    spec = get_spec(task)
-    assert comps.experts == {} and set(comps.expert_loaders) == set(spec.experts)
-    weights = synthetic.tiny_weights(task)
-    for name in spec.experts:
-        model = comps.get_expert(name)
-        assert comps.experts[name] is model and comps.get_expert(name) is model
-        _assert_same_weights(model, weights.experts[name])
-        comps.release_expert(name)
-        assert name not in comps.experts
-    fresh = comps.get_expert(spec.experts[-1], keep=False)
-    assert isinstance(fresh, WanModel) and comps.experts == {}
-    with pytest.raises(KeyError, match="experts"):
-        comps.get_expert("medium_noise")
 
 
 class _ReadCounter:
@@ -273,13 +254,11 @@ class _ReadCounter:
 def test_load_components_reads_each_dit_file_once(tiny_ckpt, layout: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each expert's folder is inspected once and loaded without inspecting it again.
 
-    "Once" precisely: during ``load_components(lazy_experts=True)`` each expert's ``config.json`` and
-    shard index (``.index.json``, the sharded high-noise expert) is opened exactly once, and each of
-    its safetensors files is opened with ``safe_open`` exactly once (its header: key names and
-    shapes). Each later load of an expert (``get_expert``) opens no JSON file and opens each of its
-    safetensors files exactly once more (to map the tensors; the header comes with it). So an eager
-    ``load_components`` reads each JSON file once and opens each safetensors file twice: header
-    check, then data. (Before the refactor: config.json 2x, index 3x, safetensors 3x.)"""
+    "Once" precisely: ``load_components`` opens each expert's ``config.json`` and shard index
+    (``.index.json``, the sharded high-noise expert) exactly once, and each of its safetensors files
+    with ``safe_open`` exactly twice: once for its header (key names and shapes, checked before
+    anything is loaded), once more to map the tensors (the header comes with it). (Before the
+    refactor: config.json 2x, index 3x, safetensors 3x.)"""
     task = "t2v-A14B"
     root = tiny_ckpt(task, layout)
     spec = get_spec(task)
@@ -293,16 +272,6 @@ def test_load_components_reads_each_dit_file_once(tiny_ckpt, layout: str, monkey
         assert len(st_files[name]) == (2 if sharded else 1)
     counter = _ReadCounter(monkeypatch, list(folders.values()))
 
-    comps = loading.load_components(task, root, dtype=torch.float32, lazy_experts=True)
-    assert counter.json == {f: 1 for name in spec.experts for f in json_files[name]}
-    assert counter.safetensors == {f: 1 for name in spec.experts for f in st_files[name]}
-    for name in spec.experts:
-        counter.reset()
-        comps.get_expert(name, keep=False)
-        assert counter.json == {}, name
-        assert counter.safetensors == {f: 1 for f in st_files[name]}, name
-
-    counter.reset()
     comps = loading.load_components(task, root, dtype=torch.float32)
     assert set(comps.experts) == set(spec.experts)
     assert counter.json == {f: 1 for name in spec.experts for f in json_files[name]}
@@ -310,31 +279,36 @@ def test_load_components_reads_each_dit_file_once(tiny_ckpt, layout: str, monkey
 
     # load_dit alone: the same, one inspection then the data
     counter.reset()
-    loading.load_dit(folders["high_noise"], dtype=torch.float32, spec=spec)
+    loading.load_dit(folders["high_noise"], dtype=torch.float32)
     assert counter.json == dict.fromkeys(json_files["high_noise"], 1)
     assert counter.safetensors == dict.fromkeys(st_files["high_noise"], 2)
 
 
-def test_lazy_loader_detects_files_changed_since_inspection(tiny_ckpt_copy) -> None:
-    """A lazy loader does not inspect the folder again, but a weight file rewritten after
-    ``load_components`` still raises a CheckpointError naming the folder and the file."""
+def test_files_changed_since_inspection_are_detected(tiny_ckpt_copy, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``load_components`` inspects the expert folders first and loads their tensors last (after the
+    VAE and text encoder) without inspecting again; a weight file rewritten in between still raises
+    a CheckpointError naming the folder and the file."""
     root = tiny_ckpt_copy("t2v-A14B")
-    comps = loading.load_components("t2v-A14B", root, dtype=torch.float32, lazy_experts=True)
     folder = root / "low_noise_model"
-    _rewrite(folder / ST, lambda sd: sd.__setitem__("head.head.bias", torch.zeros(65)))
+    real_load_vae = loading.load_vae
+
+    def load_vae_then_rewrite(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        vae = real_load_vae(*args, **kwargs)
+        _rewrite(folder / ST, lambda sd: sd.__setitem__("head.head.bias", torch.zeros(65)))
+        return vae
+
+    monkeypatch.setattr(loading, "load_vae", load_vae_then_rewrite)
     with pytest.raises(CheckpointError, match=r"files changed since.*head\.head\.bias: \(65,\) \(expected \(64,\)\)") as info:
-        comps.get_expert("low_noise")
+        loading.load_components("t2v-A14B", root, dtype=torch.float32)
     assert f"{folder} ({ST})" in str(info.value)
-    assert isinstance(comps.get_expert("high_noise"), WanModel)  # the other expert is unaffected
 
 
 def test_t5_dtype_and_devices(tiny_ckpt) -> None:
-    comps = loading.load_components("ti2v-5B", tiny_ckpt("ti2v-5B"), dtype=torch.bfloat16, t5_dtype=torch.float32,
-                                    t5_device="cpu")  # fmt: skip
+    comps = loading.load_components("ti2v-5B", tiny_ckpt("ti2v-5B"), dtype=torch.bfloat16, t5_dtype=torch.float32)
     assert comps.text_encoder.dtype == torch.float32
     assert comps.experts["dense"].patch_embedding.weight.dtype == torch.bfloat16
     assert all(p.dtype == torch.float32 for p in comps.vae.parameters())
-    default = loading.load_components("ti2v-5B", tiny_ckpt("ti2v-5B"), dtype=torch.bfloat16, lazy_experts=True)
+    default = loading.load_components("ti2v-5B", tiny_ckpt("ti2v-5B"), dtype=torch.bfloat16)
     assert default.text_encoder.dtype == torch.bfloat16
 
 
@@ -392,7 +366,7 @@ def test_wrong_shape(tiny_ckpt_copy, layout: str) -> None:
     key = "head.head.bias" if layout == "official" else "proj_out.bias"
     _rewrite(folder / ST, lambda sd: sd.__setitem__(key, torch.zeros(65)))
     with pytest.raises(CheckpointError, match=r"shape mismatch.*head\.head\.bias: \(65,\) \(expected \(64,\)\)") as info:
-        loading.load_components("t2v-A14B", root, dtype=torch.float32, lazy_experts=True)
+        loading.load_components("t2v-A14B", root, dtype=torch.float32)
     assert str(folder) in str(info.value)
 
 
@@ -430,7 +404,7 @@ def test_diffusers_key_conversion_bug_is_not_reported_as_a_bad_checkpoint(tiny_c
 
     monkeypatch.setattr(conversion_mod, "convert_diffusers_dit_state_dict", broken)
     with pytest.raises(TypeError, match="a bug in the converter"):
-        loading.inspect_dit(tiny_ckpt("ti2v-5B", "diffusers") / "transformer")
+        loading.load_dit(tiny_ckpt("ti2v-5B", "diffusers") / "transformer", dtype=torch.float32)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -510,7 +484,7 @@ def test_corrupt_vae_pth(tiny_ckpt_copy) -> None:
     data = (root / "Wan2.1_VAE.pth").read_bytes()
     (root / "Wan2.1_VAE.pth").write_bytes(data[: len(data) // 3])
     with pytest.raises(CheckpointError, match=r"Wan2\.1_VAE\.pth: cannot read the file as a torch state dict"):
-        loading.load_components("i2v-A14B", root, dtype=torch.float32, lazy_experts=True)
+        loading.load_components("i2v-A14B", root, dtype=torch.float32)
     (root / "Wan2.1_VAE.pth").write_bytes(b"not a zip file at all")
     with pytest.raises(CheckpointError, match=r"Wan2\.1_VAE\.pth"):
         loading.load_vae(root / "Wan2.1_VAE.pth")
@@ -520,14 +494,14 @@ def test_corrupt_t5_pth(tiny_ckpt_copy) -> None:
     root = tiny_ckpt_copy("ti2v-5B")
     (root / "models_t5_umt5-xxl-enc-bf16.pth").write_bytes(b"\x00" * 100)
     with pytest.raises(CheckpointError, match=r"models_t5_umt5-xxl-enc-bf16\.pth: cannot read"):
-        loading.load_components("ti2v-5B", root, dtype=torch.float32, lazy_experts=True)
+        loading.load_components("ti2v-5B", root, dtype=torch.float32)
 
 
 def test_wrong_vae_for_task(tiny_ckpt_copy, tiny_ckpt) -> None:
     root = tiny_ckpt_copy("t2v-A14B")
     shutil.copy(tiny_ckpt("ti2v-5B") / "Wan2.2_VAE.pth", root / "Wan2.1_VAE.pth")
     with pytest.raises(CheckpointError, match=r"Wan2\.1_VAE\.pth: this is a wan2\.2 VAE state dict, the task needs a wan2\.1"):
-        loading.load_components("t2v-A14B", root, dtype=torch.float32, lazy_experts=True)
+        loading.load_components("t2v-A14B", root, dtype=torch.float32)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -576,14 +550,14 @@ def test_inconsistent_t5_file(tiny_ckpt_copy) -> None:
     t5["token_embedding.weight"] = torch.nn.functional.pad(t5["token_embedding.weight"], (0, 16))
     torch.save(t5, root / "models_t5_umt5-xxl-enc-bf16.pth")
     with pytest.raises(CheckpointError, match=r"models_t5_umt5-xxl-enc-bf16\.pth.*wrong shapes"):
-        loading.load_components("ti2v-5B", root, dtype=torch.float32, lazy_experts=True)
+        loading.load_components("ti2v-5B", root, dtype=torch.float32)
 
 
 def test_text_dim_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(synthetic, "TINY_T5", synthetic.TinyT5Dims(d_model=48))
     root = synthetic.write_tiny_checkpoint("ti2v-5B", tmp_path / "ckpt")
     with pytest.raises(CheckpointError, match=r"text encoder outputs 48 channels but the DiT expects text_dim=32"):
-        loading.load_components("ti2v-5B", root, dtype=torch.float32, lazy_experts=True)
+        loading.load_components("ti2v-5B", root, dtype=torch.float32)
 
 
 # ----------------------------------------------------------------------------- find_checkpoint
@@ -638,7 +612,7 @@ def test_find_checkpoint_hf_cache(tiny_ckpt, isolated_env: Path, layout: str) ->
     snapshot = _fake_hf_snapshot(isolated_env, repo, tiny_ckpt("t2v-A14B", layout))
     assert loading.find_checkpoint("t2v-A14B") == snapshot
     assert loading.find_checkpoint("i2v-A14B") is None
-    comps = loading.load_components("t2v-A14B", snapshot, dtype=torch.float32, lazy_experts=True)
+    comps = loading.load_components("t2v-A14B", snapshot, dtype=torch.float32)
     assert comps.layout == layout
 
 

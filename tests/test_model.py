@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from wan.modules import attention as attention_mod
 from wan.modules import model as model_mod
-from wan.modules.attention import AttentionBackendError, attention, available_backends, select_backend
+from wan.modules.attention import AttentionBackendError, attention, select_backend
 from wan.modules.conversion import DiTCheckpointError, convert_diffusers_dit_state_dict, to_diffusers_dit_state_dict
 from wan.modules.layers import TimestepRuns
 from wan.modules.model import DiTConfig, WanModel, is_float32_parameter
@@ -462,7 +462,7 @@ def test_config_json_round_trip() -> None:
     cfg = DiTConfig.from_config_json(official_5b)
     assert cfg == FULL_SIZE["ti2v-5B"]
     assert cfg.to_config_json() == official_5b
-    assert cfg.head_dim == 128 and cfg.rope_dims == (44, 42, 42)
+    assert cfg.head_dim == 128
     tiny = DiTConfig.from_config_json(TINY["t2v"].to_config_json())
     assert tiny == TINY["t2v"] and tiny.to_config_json()["text_dim"] == 32
     assert DiTConfig.from_config_json(official_5b, text_dim=32).text_dim == 32
@@ -508,7 +508,6 @@ def test_attention_sdpa_on_cpu(no_backend_env: None, monkeypatch: pytest.MonkeyP
     g = torch.Generator().manual_seed(13)
     q, k, v = (torch.randn(2, n, 3, 16, generator=g) for n in (7, 11, 11))
     assert select_backend(q) == "sdpa"
-    assert "sdpa" in available_backends()
     out = attention(q, k, v)
     assert out.shape == (2, 7, 3, 16)
     torch.testing.assert_close(out, reference_attention(q, k, v), rtol=1e-5, atol=1e-5)
@@ -568,7 +567,6 @@ def test_flash_import_is_cached_and_broken_installs_warn(monkeypatch: pytest.Mon
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # cached: no second import, no second warning
             assert attention_mod._import_flash("flash_attn_2") is None
-            assert available_backends() == ("sdpa",)
         assert calls == ["flash_attn_interface", "flash_attn"]
 
         def missing_extension(module: str) -> Any:

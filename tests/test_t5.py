@@ -286,11 +286,11 @@ def test_bf16_load(official_file: Path, tokenizer_dir: Path, reference, tokenize
 
 
 def test_from_state_dict_builds_without_files(official_sd, tokenizer, encoder: TextEncoder) -> None:
-    """t5.py takes a state dict (wan.loading reads the files): official and HF-layout dicts, the layout
-    detected or given, build the same encoder as the file loader; errors name the given source."""
+    """t5.py takes a state dict (wan.loading reads the files): official and HF-layout dicts build the
+    same encoder as the file loader; errors name the given source."""
     expected = encoder.encode(PROMPTS[:2])
     hf_sd = convert_official_t5_state_dict(official_sd)
-    for sd, layout in ((official_sd, None), (official_sd, "official"), (hf_sd, None), (hf_sd, "hf")):
+    for sd, layout in ((official_sd, "official"), (hf_sd, "hf")):
         enc = TextEncoder.from_state_dict(sd, tokenizer, key_layout=layout, dtype=torch.float32)
         for got, want in zip(enc.encode(PROMPTS[:2]), expected):
             assert torch.equal(got, want)

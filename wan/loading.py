@@ -24,7 +24,6 @@ Nothing here runs at import; torch, safetensors and huggingface_hub are imported
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -58,7 +57,6 @@ __all__ = [
     "download_checkpoint",
     "find_checkpoint",
     "hf_cache_dir",
-    "inspect_dit",
     "load_components",
     "load_dit",
     "load_text_encoder",
@@ -327,10 +325,11 @@ def _text_dim_from_shapes(shapes: Mapping[str, tuple[tuple[int, ...], Path]]) ->
 
 
 def _inspect_dit(
-    model_dir: Path, text_dim: int | None, spec: ModelSpec | None, json_cache: dict[Path, dict[str, Any]] | None = None
+    model_dir: Path, spec: ModelSpec | None, json_cache: dict[Path, dict[str, Any]] | None = None
 ) -> _DiTSource:
     """Reads config.json, the shard index and the safetensors headers of a DiT folder once, and checks
-    the key names and shapes against a ``meta`` WanModel of that config."""
+    the key names and shapes against a ``meta`` WanModel of that config (and the task, with ``spec``).
+    ``text_dim`` is the width of the text embedding's first weight."""
     import torch
 
     from .modules.model import WanModel
@@ -341,9 +340,7 @@ def _inspect_dit(
     raw = _read_json(config_path, json_cache)
     files = _weight_files(model_dir, DIT_WEIGHTS, DIT_INDEX, json_cache)
     shapes = _safetensors_shapes(files)
-    if text_dim is None:
-        text_dim = _text_dim_from_shapes(shapes)
-    cfg = dit_config_from_json(raw, source=config_path, text_dim=text_dim)
+    cfg = dit_config_from_json(raw, source=config_path, text_dim=_text_dim_from_shapes(shapes))
     if spec is not None:
         check_dit_config(spec, cfg, source=config_path)
     diffusers = raw.get("_class_name") == "WanTransformer3DModel"
@@ -370,42 +367,28 @@ def _convert_dit_keys(sd: Mapping[str, Tensor], model_dir: Path) -> dict[str, Te
         raise CheckpointError(f"{model_dir}: not a Diffusers WanTransformer3DModel state dict ({exc})") from exc
 
 
-def inspect_dit(model_dir: str | Path, *, text_dim: int | None = None, spec: ModelSpec | None = None) -> DiTConfig:
-    """Validates a DiT folder without reading tensor data: config.json, weight files, safetensors
-    headers, key names and shapes (and the task, when ``spec`` is given). Returns its ``DiTConfig``."""
-    return _inspect_dit(Path(model_dir), text_dim, spec).config
-
-
-def load_dit(
-    model_dir: str | Path,
-    *,
-    dtype: Any,
-    device: Any = "cpu",
-    text_dim: int | None = None,
-    spec: ModelSpec | None = None,
-    keep_float32: bool = False,
-) -> WanModel:
+def load_dit(model_dir: str | Path, *, dtype: Any, device: Any = "cpu") -> WanModel:
     """Loads one DiT (an A14B expert or the 5B model) from a folder with ``config.json`` and
     ``diffusion_pytorch_model.safetensors`` (or its sharded ``.index.json`` form), official or
     Diffusers naming (converted to the official keys).
 
     The model is built on ``meta``, the weights are memory-mapped and cast to ``dtype`` (no copy
     when the file already has that dtype and ``device`` is the CPU) and assigned strictly.
-    ``text_dim`` defaults to the width of ``text_embedding.0.weight``. ``spec`` checks that the DiT
-    belongs to that task. ``keep_float32`` keeps the parameters that the forward computes in float32
-    anyway (``is_float32_parameter``: time embedding/projection, modulation, head, norm3) in float32.
-    Returns the model in eval mode without gradients. Raises ``CheckpointError``.
+    ``text_dim`` is the width of ``text_embedding.0.weight``. Returns the model in eval mode without
+    gradients. Raises ``CheckpointError``.
     """
     dtype = resolve_dtype(dtype)  # a bad dtype fails before any file is read
-    source = _inspect_dit(Path(model_dir), text_dim, spec)
-    return _load_dit_source(source, dtype=dtype, device=device, keep_float32=keep_float32)
+    source = _inspect_dit(Path(model_dir), None)
+    return _load_dit_source(source, dtype=dtype, device=device)
 
 
 def _load_dit_source(source: _DiTSource, *, dtype: Any, device: Any = "cpu", keep_float32: bool = False) -> WanModel:
     """Loads an inspected DiT folder (see ``load_dit``) without inspecting it again: config.json and
     the index are not re-read and each safetensors file is opened once, to map its tensors. The keys
     and shapes were checked against the model by ``_inspect_dit``; only a change of the files since
-    then is checked here (same names and shapes as inspected)."""
+    then is checked here (same names and shapes as inspected). ``keep_float32`` keeps the parameters
+    that the forward computes in float32 anyway (``is_float32_parameter``: time embedding/projection,
+    modulation, head, norm3) in float32."""
     import torch
 
     from .modules.model import WanModel, is_float32_parameter
@@ -619,36 +602,17 @@ def load_text_encoder(
 class Components:
     """Everything a pipeline needs for one task, loaded from one checkpoint folder.
 
-    ``experts`` holds the resident DiTs: ``{"high_noise", "low_noise"}`` for A14B, ``{"dense"}`` for
-    the 5B (empty when loaded with ``lazy_experts=True``). ``expert_loaders`` always has one
-    zero-argument function per expert that loads it from disk (fresh module each call; the folder was
-    validated up front), so a pipeline can keep one expert resident: ``get_expert`` loads on demand,
-    ``release_expert`` drops it. ``vae`` is float32; ``text_encoder`` is a ``TextEncoder``.
+    ``experts`` holds the DiTs: ``{"high_noise", "low_noise"}`` for A14B, ``{"dense"}`` for the 5B
+    (moving them between devices is the pipeline's ``ExpertOffloader``). ``vae`` is float32;
+    ``text_encoder`` is a ``TextEncoder``.
     """
 
     spec: ModelSpec
     ckpt_dir: Path
     layout: str
     experts: dict[str, WanModel]
-    expert_loaders: dict[str, Callable[[], WanModel]]
     vae: Wan21VAE | Wan22VAE
     text_encoder: TextEncoder
-    expert_configs: dict[str, DiTConfig] = field(default_factory=dict)
-
-    def get_expert(self, name: str, *, keep: bool = True) -> WanModel:
-        """The resident expert ``name``, loading it (and keeping it when ``keep``) if needed."""
-        if name not in self.expert_loaders:
-            raise KeyError(f"{self.spec.task} has experts {sorted(self.expert_loaders)}, not {name!r}")
-        model = self.experts.get(name)
-        if model is None:
-            model = self.expert_loaders[name]()
-            if keep:
-                self.experts[name] = model
-        return model
-
-    def release_expert(self, name: str) -> None:
-        """Drops the resident expert ``name`` (no-op when not resident)."""
-        self.experts.pop(name, None)
 
 
 def _expert_dir(root: Path, spec: ModelSpec, layout: Layout, expert: str) -> Path:
@@ -663,56 +627,45 @@ def load_components(
     dtype: Any,
     device: Any = "cpu",
     t5_dtype: Any = None,
-    t5_device: Any = None,
-    vae_device: Any = None,
-    layout: Layout | None = None,
-    lazy_experts: bool = False,
     keep_float32: bool = False,
 ) -> Components:
-    """Loads the DiT expert(s), VAE (float32) and text encoder of ``task`` from ``ckpt_dir``.
+    """Loads the DiT expert(s), VAE (float32) and text encoder of ``task`` from ``ckpt_dir`` (layout
+    detected).
 
-    ``dtype``/``device`` are for the DiT(s); ``t5_dtype`` defaults to ``dtype`` and ``t5_device`` /
-    ``vae_device`` to ``device``. ``layout`` is detected when None. With ``lazy_experts`` no DiT
-    is loaded (each is still validated: config, task, key names and shapes), use
-    ``Components.get_expert`` / ``expert_loaders``. Raises ``CheckpointError`` naming the file.
+    ``dtype`` is for the DiT(s), ``t5_dtype`` (default ``dtype``) for the text encoder; everything
+    is put on ``device``. ``keep_float32``: see ``_load_dit_source``. Every expert folder is validated
+    first (config, task, key names and shapes, from the headers only), then the VAE and the text
+    encoder are loaded, then the experts' tensors. Raises ``CheckpointError`` naming the file.
     """
     spec = get_spec(task)
     root = Path(ckpt_dir)
-    layout = layout or detect_layout(root)
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    layout = detect_layout(root)
     dtype = resolve_dtype(dtype)
     json_cache: dict[Path, dict[str, Any]] = {}  # each shard index / config.json is parsed once
     missing = _missing_files(spec.task, root, layout, json_cache)
     if missing:
         raise CheckpointError(f"{root}: incomplete {layout} {spec.task} checkpoint, missing {_listed(missing)}")
-    loaders: dict[str, Callable[[], WanModel]] = {}
-    configs: dict[str, DiTConfig] = {}
-    experts: dict[str, WanModel] = {}
-    for name in spec.experts:
-        source = _inspect_dit(_expert_dir(root, spec, layout, name), None, spec, json_cache)
-        configs[name] = source.config
-        loaders[name] = functools.partial(_load_dit_source, source, dtype=dtype, device=device, keep_float32=keep_float32)
-    if len({c.text_dim for c in configs.values()}) > 1:
-        raise CheckpointError(f"{root}: the experts disagree on text_dim: { {k: c.text_dim for k, c in configs.items()} }")
+    sources = {name: _inspect_dit(_expert_dir(root, spec, layout, name), spec, json_cache) for name in spec.experts}
+    text_dims = {name: source.config.text_dim for name, source in sources.items()}
+    if len(set(text_dims.values())) > 1:
+        raise CheckpointError(f"{root}: the experts disagree on text_dim: {text_dims}")
     vae_path = root / spec.vae_file if layout == "official" else root / "vae"
-    vae = load_vae(vae_path, kind=spec.vae, device=vae_device if vae_device is not None else device)
+    vae = load_vae(vae_path, kind=spec.vae, device=device)
     text_encoder = load_text_encoder(
-        root, spec, layout=layout, dtype=t5_dtype if t5_dtype is not None else dtype,
-        device=t5_device if t5_device is not None else device,
-    )  # fmt: skip
-    text_dim = next(iter(configs.values())).text_dim
+        root, spec, layout=layout, dtype=t5_dtype if t5_dtype is not None else dtype, device=device
+    )
+    text_dim = next(iter(text_dims.values()))
     if text_encoder.dim != text_dim:
         raise CheckpointError(
             f"{root}: the text encoder outputs {text_encoder.dim} channels but the DiT expects text_dim={text_dim}"
         )
-    if not lazy_experts:
-        for name in spec.experts:
-            experts[name] = loaders[name]()
+    experts = {
+        name: _load_dit_source(source, dtype=dtype, device=device, keep_float32=keep_float32)
+        for name, source in sources.items()
+    }
     return Components(
-        spec=spec, ckpt_dir=root, layout=layout, experts=experts, expert_loaders=loaders, vae=vae,
-        text_encoder=text_encoder, expert_configs=configs,
-    )  # fmt: skip
+        spec=spec, ckpt_dir=root, layout=layout, experts=experts, vae=vae, text_encoder=text_encoder
+    )
 
 
 # ----------------------------------------------------------------------------- required files

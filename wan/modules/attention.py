@@ -35,7 +35,6 @@ __all__ = [
     "ENV_VAR",
     "AttentionBackendError",
     "attention",
-    "available_backends",
     "forced_backend",
     "select_backend",
 ]
@@ -107,11 +106,6 @@ def _warn_broken(name: str, module: str, exc: ImportError) -> None:
         RuntimeWarning,
         stacklevel=3,
     )
-
-
-def available_backends() -> tuple[str, ...]:
-    """Backends importable in this environment (imports the flash libraries if present)."""
-    return tuple(name for name in BACKENDS if name == "sdpa" or _import_flash(name) is not None)
 
 
 def _flash_unusable_reason(name: str, q: Tensor) -> str | None:

@@ -133,12 +133,6 @@ class DiTConfig:
         return self.dim // self.num_heads
 
     @property
-    def rope_dims(self) -> tuple[int, int, int]:
-        """Real channels of each head given to the (frame, height, width) rotary axes."""
-        hw = 2 * (self.head_dim // 6)
-        return (self.head_dim - 2 * hw, hw, hw)
-
-    @property
     def patch_volume(self) -> int:
         return math.prod(self.patch_size)
 

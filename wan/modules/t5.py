@@ -297,7 +297,7 @@ class TextEncoder:
         sd: Mapping[str, Tensor],
         tokenizer: Any,
         *,
-        key_layout: KeyLayout | None = None,
+        key_layout: KeyLayout,
         config: UMT5Config | None = None,
         dtype: torch.dtype = torch.bfloat16,
         device: str | torch.device = "cpu",
@@ -307,14 +307,12 @@ class TextEncoder:
         """Builds the encoder from an umT5 encoder state dict and a loaded tokenizer (no file access).
 
         ``key_layout`` is ``"official"`` (the keys of ``models_t5_umt5-xxl-enc-bf16.pth``) or
-        ``"hf"`` (``UMT5EncoderModel`` keys, as in a Diffusers ``text_encoder/``); None detects it.
+        ``"hf"`` (``UMT5EncoderModel`` keys, as in a Diffusers ``text_encoder/``).
         ``config`` defaults to the one inferred from the tensors (``umt5_config_from_state_dict``).
         The model is built on the meta device and the tensors are cast to ``dtype``, moved to
         ``device`` and assigned strictly. Errors are ``T5CheckpointError`` whose message starts with
         ``source`` (the file or folder the dict came from) and names keys in the dict's own naming.
         """
-        if key_layout is None:
-            key_layout = "hf" if _is_hf_layout(sd) else "official"
         if key_layout not in ("official", "hf"):
             raise ValueError(f"key_layout must be 'official' or 'hf', got {key_layout!r}")
         official = key_layout == "official"
