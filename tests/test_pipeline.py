@@ -30,6 +30,7 @@ import pytest
 import torch
 from PIL import Image
 
+from wan.configs import get_spec
 from wan.pipeline import GenerationCancelled, WanVideoPipeline, load_pipeline
 
 ORACLE_TOL = 1e-4
@@ -167,6 +168,14 @@ def test_matches_diffusers(run_name: str, pipes: dict[str, WanVideoPipeline], ch
         assert info["experts"] == ["dense"] * STEPS
     else:
         assert set(info["experts"]) == {"high_noise", "low_noise"}, info  # both experts ran
+        # the expert of every step, from diffusers' timesteps and the spec boundary (high noise while
+        # t >= boundary * 1000); these grids switch mid-run: 999 972 922 | 799 and 999 937 | 833 624
+        boundary = get_spec(cfg["task"]).boundary * 1000
+        want = tuple("high_noise" if t >= boundary else "low_noise" for t in info["ref_timesteps"])
+        split = {"t2v-A14B": 3, "i2v-A14B": 2}[cfg["task"]]
+        assert want == ("high_noise",) * split + ("low_noise",) * (STEPS - split), (info, boundary)
+        run = pipes[cfg["task"]].last_run
+        assert run is not None and run.experts == want and tuple(info["experts"]) == want, (run, info)
     assert ours.shape == ref.shape == (3, FRAMES, cfg["size"][1], cfg["size"][0])
     diff = (ours - ref).abs().max().item()
     record_property("max_abs_diff", diff)
@@ -221,6 +230,11 @@ def test_offload_keeps_one_expert_resident(checkpoints: dict[tuple[str, str], Pa
         assert [e for e, _ in seen][0] == "high_noise" and [e for e, _ in seen][-1] == "low_noise"
         assert pipe.last_run is not None
         assert (pipe.last_run.switches, pipe.last_run.loads) == (1, 2)
+        # the full per-step expert order, from the timesteps (999 983 959 922 | 856 705) and the boundary
+        boundary = get_spec("t2v-A14B").boundary * 1000
+        want = tuple("high_noise" if t >= boundary else "low_noise" for t in pipe.last_run.timesteps)
+        assert want == ("high_noise",) * 4 + ("low_noise",) * 2, pipe.last_run.timesteps
+        assert pipe.last_run.experts == want and tuple(e for e, _ in seen) == want
         assert pipe.experts.resident == ()  # both experts back on the CPU before the VAE decode
     reference = pipes["t2v-A14B"]
     assert reference.experts.resident == ("high_noise", "low_noise")  # offload=False: both stay
