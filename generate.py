@@ -5,10 +5,12 @@
 
 Flags follow the official ``generate.py`` (``--task --size --frame_num --ckpt_dir --offload_model
 --t5_cpu --save_file --prompt --base_seed --image --sample_solver --sample_steps --sample_shift
---sample_guide_scale``); additions: ``--negative_prompt``, ``--device``, ``--dtype``, ``--any_size``
-and ``--quiet``. ``--sample_guide_scale`` takes one number (both experts, as official) or
-``LOW,HIGH`` for the A14B experts. The mp4 is written at the task's fps with the settings embedded
-as JSON in its ``comment`` tag (readable with ``wan.video.read_video_metadata``).
+--sample_guide_scale``); additions: ``--negative_prompt``, ``--fps``, ``--device``, ``--dtype``,
+``--any_size`` and ``--quiet``. ``--sample_guide_scale`` takes one number (both experts, as official)
+or ``LOW,HIGH`` for the A14B experts (the official tuple order). The flags build one
+``wan.request.GenerationRequest`` (validated before any weights load); the mp4 carries that
+request's own settings JSON in its ``comment`` tag (readable with ``wan.video.read_video_metadata``;
+the app restores a form from it).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from wan.configs import SOLVERS, TASKS, normalize_task
+from wan.configs import LIMITS, SOLVERS, TASKS, normalize_task
 
 DTYPES = ("bfloat16", "float16", "float32")
 APP_NAME = "wan-playground"  # the app restores settings from videos tagged with this name
@@ -43,13 +45,13 @@ def str2bool(value: str) -> bool:
 
 
 def parse_size(value: str) -> tuple[int, int]:
-    """``"W*H"`` (official; ``x`` also accepted) -> ``(W, H)``, by the pipeline's own parser."""
-    from wan.pipeline import GenerationError
-    from wan.pipeline import parse_size as pipeline_parse_size
+    """``"W*H"`` (official; ``x`` also accepted) -> ``(W, H)``, by the request contract's parser."""
+    from wan.errors import InputError
+    from wan.request import parse_size as request_parse_size
 
     try:
-        return pipeline_parse_size(value)
-    except GenerationError:
+        return request_parse_size(value)
+    except InputError:
         raise argparse.ArgumentTypeError(
             f"size must be WIDTH*HEIGHT with two positive integers, e.g. 1280*720; got {value!r}"
         ) from None
@@ -84,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="task to run (default: t2v-A14B; short forms t2v, i2v, ti2v also work)")
     p.add_argument("--size", type=parse_size, default=None,
                    help="output WIDTH*HEIGHT (official sizes; an area when an image is given); default: the task's")
-    p.add_argument("--frame_num", type=int, default=None, help="number of frames, 4n+1 (default: 81 A14B, 121 5B)")
+    p.add_argument("--frame_num", type=int, default=None,
+                   help=f"number of frames, 4n+1 up to {LIMITS.frame_num.hi:g} (default: 81 A14B, 121 5B)")
+    p.add_argument("--fps", type=int, default=None, help="frames per second of the mp4 (default: 16 A14B, 24 5B)")
     p.add_argument("--ckpt_dir", required=True, help="checkpoint folder (official or Diffusers layout)")
     p.add_argument("--offload_model", type=str2bool, default=None,
                    help="keep one expert on the GPU at a time and the text encoder on the CPU (default: true on CUDA)")
@@ -92,10 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save_file", default=None, help="output .mp4 path (default: an auto name in the current folder)")
     p.add_argument("--prompt", default=None, help="the prompt (default: an example prompt)")
     p.add_argument("--negative_prompt", default=None, help="negative prompt (default: the official one)")
-    p.add_argument("--base_seed", type=int, default=-1, help="random seed; -1 draws one (default: -1)")
+    p.add_argument("--base_seed", type=int, default=-1,
+                   help=f"random seed, 0 to {LIMITS.seed.hi:.0f}; -1 draws one (default: -1)")
     p.add_argument("--image", default=None, help="input image (required for i2v-A14B, optional for ti2v-5B)")
     p.add_argument("--sample_solver", default="unipc", choices=SOLVERS, help="sampler (default: unipc)")
-    p.add_argument("--sample_steps", type=int, default=None, help="sampling steps (default: 40 A14B, 50 5B)")
+    p.add_argument("--sample_steps", type=int, default=None,
+                   help=f"sampling steps, 1 to {LIMITS.sampling_steps.hi:g} (default: 40 A14B, 50 5B)")
     p.add_argument("--sample_shift", type=float, default=None, help="flow shift (default: 12 T2V, 5 I2V/5B)")
     p.add_argument("--sample_guide_scale", type=parse_guide_scale, default=None,
                    help="classifier-free guidance: one number, or LOW,HIGH for the A14B experts")
@@ -113,31 +119,15 @@ def default_save_file(task: str, size: tuple[int, int], prompt: str) -> Path:
     return Path(f"{task}_{size[0]}*{size[1]}_{words}_{stamp}.mp4".replace("*", "x"))
 
 
-def settings_dict(args: argparse.Namespace, pipe: Any, prompt: str, video_shape: tuple[int, ...]) -> dict[str, Any]:
-    """The generation settings stored in the mp4 (field names as the app's GenerationRequest)."""
-    run = pipe.last_run
-    plan = run.plan
-    low, high = plan.guide_scale
-    guide: float | list[float] = [low, high] if pipe.spec.moe else low
+def settings_dict(request: Any, video_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The settings stored in the mp4: the request's own serialisation plus where it was made."""
     _, frames, height, width = video_shape
     return {
+        **request.to_settings(),
         "app": APP_NAME,
         "source": "generate.py",
-        "task": plan.task,
-        "prompt": prompt,
-        "negative_prompt": plan.negative_prompt,
-        "width": plan.width,
-        "height": plan.height,
-        "frame_num": plan.frame_num,
-        "fps": pipe.spec.sample_fps,
-        "sampling_steps": plan.sampling_steps,
-        "shift": plan.shift,
-        "guide_scale": guide,
-        "sample_solver": plan.sample_solver,
-        "seed": plan.seed,
-        "image": str(args.image) if args.image else None,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "video": {"width": width, "height": height, "frames": frames, "fps": pipe.spec.sample_fps},
+        "video": {"width": width, "height": height, "frames": frames, "fps": request.fps},
     }
 
 
@@ -148,24 +138,19 @@ def main(argv: list[str] | None = None) -> int:
 
     import wan
     from wan import video as wan_video
-    from wan.pipeline import GenerationCancelled, GenerationError, plan_generation
+    from wan.errors import GenerationCancelled, InputError
+    from wan.request import make_request
 
     prompt = args.prompt if args.prompt is not None else EXAMPLE_PROMPTS[args.task]
-    kwargs: dict[str, Any] = {
-        "image": args.image,
-        "negative_prompt": args.negative_prompt,
-        "size": args.size,
-        "frame_num": args.frame_num,
-        "sampling_steps": args.sample_steps,
-        "shift": args.sample_shift,
-        "guide_scale": args.sample_guide_scale,
-        "sample_solver": args.sample_solver,
-        "seed": args.base_seed,
-    }
-    # check the request against the task's spec before loading any weights
+    # one validated request, before any weights load
     try:
-        plan = plan_generation(wan.get_spec(args.task), prompt, any_size=args.any_size, **kwargs)
-    except GenerationError as e:
+        request = make_request(
+            args.task, prompt, image=args.image, negative_prompt=args.negative_prompt, size=args.size,
+            frame_num=args.frame_num, fps=args.fps, sampling_steps=args.sample_steps, shift=args.sample_shift,
+            guide_scale=args.sample_guide_scale, sample_solver=args.sample_solver, seed=args.base_seed,
+            any_size=args.any_size,
+        )  # fmt: skip
+    except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     try:
@@ -176,29 +161,24 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: cannot load {args.task} from {args.ckpt_dir}: {e}", file=sys.stderr)
         return 2
-    kwargs["seed"] = plan.seed  # the drawn seed is the one reported and stored
-    bar = tqdm(total=plan.sampling_steps, unit="step", disable=args.quiet, desc=args.task, file=sys.stderr)
+    bar = tqdm(total=request.sampling_steps, unit="step", disable=args.quiet, desc=args.task, file=sys.stderr)
 
     def on_step(step: int, total: int, expert: str, latents: Any) -> None:
         bar.set_postfix_str(expert)
         bar.update(step - bar.n)
 
     try:
-        video = pipe.generate(prompt, callback=on_step, **kwargs)
+        video = pipe.generate(request, callback=on_step)
     except GenerationCancelled as e:
         print(f"cancelled: {e}", file=sys.stderr)
         return 130
-    except GenerationError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     finally:
         bar.close()
-    save_file = Path(args.save_file) if args.save_file else default_save_file(args.task, plan.size, prompt)
+    save_file = Path(args.save_file) if args.save_file else default_save_file(args.task, request.output_size, prompt)
     save_file.parent.mkdir(parents=True, exist_ok=True)
-    settings = settings_dict(args, pipe, prompt, tuple(video.shape))
-    wan_video.save_video(video, save_file, fps=pipe.spec.sample_fps, metadata=settings)
+    wan_video.save_video(video, save_file, fps=request.fps, metadata=settings_dict(request, tuple(video.shape)))
     print(f"saved {save_file} ({video.shape[3]}x{video.shape[2]}, {video.shape[1]} frames, "
-          f"{pipe.spec.sample_fps} fps, seed {plan.seed})")  # fmt: skip
+          f"{request.fps} fps, seed {request.seed})")  # fmt: skip
     return 0
 
 

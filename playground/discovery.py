@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "HF_REPOS",
     "WeightsMissing",
     "WeightsStatus",
     "demo_status",
@@ -30,11 +29,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HF_REPOS: dict[str, str] = {
-    "t2v-A14B": "Wan-AI/Wan2.2-T2V-A14B",
-    "i2v-A14B": "Wan-AI/Wan2.2-I2V-A14B",
-    "ti2v-5B": "Wan-AI/Wan2.2-TI2V-5B",
-}
 _DEMO_MARKER = ".complete"
 _demo_lock = threading.Lock()
 
@@ -57,31 +51,28 @@ class WeightsStatus:
 
 def expected_files(task: str) -> list[str]:
     """The files and folders of the official layout that a checkpoint folder must hold."""
-    from wan.configs import get_spec
+    from wan.loading import required_files
 
-    spec = get_spec(task)
-    files = [spec.t5_file, spec.vae_file, f"{spec.tokenizer_dir}/"]
-    if spec.moe:
-        files += [f"{d}/config.json + {d}/diffusion_pytorch_model*.safetensors" for d in ("high_noise_model", "low_noise_model")]
-    else:
-        files += ["config.json + diffusion_pytorch_model*.safetensors"]
-    return files
+    return list(required_files(task, "official"))
 
 
 def missing_message(task: str, ckpt_dir: Path | None, reason: str | None = None) -> str:
     """Which files are missing and the ways to get them (for the UI and the console)."""
-    repo = HF_REPOS.get(task, "Wan-AI")
+    from wan.configs import get_spec
+    from wan.loading import hf_cache_dir, hub_offline
+
+    repo = get_spec(task).hf_repo
     searched = [f"--ckpt-dir {ckpt_dir}" if ckpt_dir else None]
     env_dir = os.environ.get("WAN_CKPT_DIR")
     if env_dir:
         searched.append(f"WAN_CKPT_DIR={env_dir}")
-    searched.append(f"the Hugging Face cache ({_hf_cache_dir()}) for {repo}")
+    searched.append(f"the Hugging Face cache ({hf_cache_dir()}) for {repo}")
     try:
         files = "\n".join(f"  - {f}" for f in expected_files(task))
     except Exception as e:  # wan not importable: still say how to get the weights
         log.warning("discovery: cannot list expected files for %s: %s", task, e)
         files = "  - (file list unavailable)"
-    offline = " (HF_HUB_OFFLINE is set, so nothing can be downloaded)" if _offline() else ""
+    offline = " (HF_HUB_OFFLINE is set, so nothing can be downloaded)" if hub_offline() else ""
     lines = [
         f"The {task} weights were not found{offline}.",
         f"Searched: {'; '.join(s for s in searched if s)}.",
@@ -97,20 +88,6 @@ def missing_message(task: str, ckpt_dir: Path | None, reason: str | None = None)
         "  python app.py --demo              (tiny random weights, to try the UI on CPU)",
     ]
     return "\n".join(lines)
-
-
-def _hf_cache_dir() -> str:
-    try:
-        from huggingface_hub import constants
-
-        return str(constants.HF_HUB_CACHE)
-    except Exception as e:
-        log.warning("discovery: cannot read the Hugging Face cache location: %s", e)
-        return "~/.cache/huggingface/hub"
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes"}
 
 
 def locate_weights(task: str, ckpt_dir: Path | None) -> WeightsStatus:
@@ -130,12 +107,14 @@ def download_weights(
 ) -> Path:
     """Download the official checkpoint (tqdm progress, so ``gr.Progress(track_tqdm=True)`` shows it)."""
     from wan import loading
+    from wan.configs import get_spec
 
-    if _offline():
+    if loading.hub_offline():
         raise WeightsMissing(missing_message(task, ckpt_dir, reason="offline: HF_HUB_OFFLINE is set"))
-    local_dir = ckpt_dir / HF_REPOS[task].split("/")[-1] if ckpt_dir else None
+    repo = get_spec(task).hf_repo
+    local_dir = ckpt_dir / repo.split("/")[-1] if ckpt_dir else None
     if progress:
-        progress(f"downloading {HF_REPOS[task]}…")
+        progress(f"downloading {repo}…")
     try:
         path = loading.download_checkpoint(task, local_dir)
     except Exception as e:  # network, auth, disk: report with the manual instructions

@@ -21,22 +21,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wan.errors import GenerationCancelled
+from wan.request import GenerationRequest
+
 from . import discovery, zerogpu
 from .i18n import tr
-from .request import GenerationRequest, InputError
 
 if TYPE_CHECKING:
     import torch
+
+    from wan.configs import ModelSpec
+    from wan.pipeline import WanVideoPipeline
 
 __all__ = ["EXPERT_LABELS", "Engine", "GenerationCancelled", "StepInfo"]
 
 log = logging.getLogger(__name__)
 
 EXPERT_LABELS = {"high_noise": "high-noise expert", "low_noise": "low-noise expert", "dense": "5B model"}
-
-
-class GenerationCancelled(Exception):
-    """The job was cancelled (Cancel button, client disconnect or ``job.cancel()``)."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class Engine:
         self._offload = offload
         self.allow_download = allow_download
         self._lock = threading.Lock()          # one job (load or generate) at a time
-        self._pipe: Any = None
+        self._pipe: WanVideoPipeline | None = None
         self._pipe_task: str | None = None
         self._run_on_device = zerogpu.wrap_gpu(self._denoise_and_decode, self._gpu_duration)
 
@@ -110,7 +111,7 @@ class Engine:
     def resident_task(self) -> str | None:
         return self._pipe_task
 
-    def spec(self, task: str) -> Any:
+    def spec(self, task: str) -> ModelSpec:
         from wan.configs import get_spec
 
         return get_spec(task)
@@ -122,14 +123,10 @@ class Engine:
         return discovery.locate_weights(task, self.ckpt_dir)
 
     # ------------------------------------------------------------------------------- loading
-    def pipeline(self, task: str) -> Any:
+    def pipeline(self, task: str) -> WanVideoPipeline:
         """The loaded pipeline for ``task`` (loading it, and unloading any other, if needed)."""
         with self._lock:
             return self._ensure_loaded(task)
-
-    def unload(self) -> None:
-        with self._lock:
-            self._unload()
 
     def download(self, task: str, progress: Callable[[str], None] | None = None) -> Path:
         """Fetch the task's official weights from the Hugging Face Hub into ``ckpt_dir`` (or the HF cache)."""
@@ -137,7 +134,7 @@ class Engine:
             raise discovery.WeightsMissing(f"{task}: demo mode uses tiny random weights; nothing to download")
         return discovery.download_weights(task, self.ckpt_dir, progress=progress)
 
-    def _ensure_loaded(self, task: str) -> Any:
+    def _ensure_loaded(self, task: str) -> WanVideoPipeline:
         if self._pipe_task == task and self._pipe is not None:
             return self._pipe
         self._unload()
@@ -188,8 +185,8 @@ class Engine:
         """Run one request; returns the video ``(C, F, H, W)`` in [-1, 1] on the CPU.
 
         ``on_status(key, **fmt)`` receives ``playground.i18n`` keys for the phases around denoising.
-        Raises ``GenerationCancelled`` if ``cancel`` is set before or during the run, and the
-        pipeline's own errors (``ValueError`` for bad input, ``WeightsMissing``, ``CheckpointError``).
+        Raises ``wan.errors.GenerationCancelled`` if ``cancel`` is set before or during the run (also
+        while decoding), and the loading errors (``WeightsMissing``, ``CheckpointError``).
         """
         cancel = cancel or threading.Event()
         with self._lock:
@@ -198,20 +195,12 @@ class Engine:
             if on_status and (self._pipe_task != req.task):
                 on_status("run.loading", task=req.task)
             pipe = self._ensure_loaded(req.task)
-            image = self._load_image(req.image) if req.image else None
             if on_status:
                 on_status("run.encoding")
-            video = self._run_on_device(pipe, req, image, self._make_callback(on_step, cancel))
+            video = self._run_on_device(pipe, req, self._make_callback(on_step, cancel), cancel)
             if cancel.is_set():
                 raise GenerationCancelled("cancelled")
             return video.detach().float().cpu()
-
-    @staticmethod
-    def _load_image(path: str) -> Any:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            return im.convert("RGB")
 
     @staticmethod
     def _make_callback(
@@ -233,31 +222,12 @@ class Engine:
 
         return callback
 
+    @staticmethod
     def _denoise_and_decode(
-        self, pipe: Any, req: GenerationRequest, image: Any, callback: Callable[..., bool]
+        pipe: WanVideoPipeline, req: GenerationRequest, callback: Callable[..., bool], cancel: threading.Event
     ) -> torch.Tensor:
-        from wan.pipeline import GenerationCancelled as PipelineCancelled
-        from wan.pipeline import GenerationError
-
-        try:
-            return pipe.generate(
-                req.prompt,
-                image=image,
-                negative_prompt=req.negative_prompt or None,
-                size=(req.width, req.height),
-                frame_num=req.frame_num,
-                sampling_steps=req.sampling_steps,
-                shift=req.shift,
-                guide_scale=req.guide_scale,
-                sample_solver=req.sample_solver,
-                seed=req.seed,
-                callback=callback,
-                any_size=True,  # the request was validated already: an official size, or the any-size path
-            )
-        except PipelineCancelled as e:
-            raise GenerationCancelled(str(e) or "cancelled") from e
-        except GenerationError as e:  # bad input the pipeline found (e.g. an image of an extreme aspect ratio)
-            raise InputError(e.field, e.message) from e
+        """The device part: the pipeline runs the request as validated (no second validation)."""
+        return pipe.generate(req, callback=callback, decode_callback=lambda *_: not cancel.is_set())
 
     @staticmethod
     def _gpu_duration(pipe: Any, req: GenerationRequest, *_: Any, **__: Any) -> int:

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from wan.request import URL_ALIASES, RequestPolicy, check_fields, flat_values, parse_values
+
 from .history import is_valid_id
-from .request import MAX_PROMPT_CHARS, SOLVERS, InputError, format_size, parse_size
+from .request import InputError
 
 __all__ = [
     "PARAMS",
@@ -27,26 +29,12 @@ __all__ = [
     "resolve_task",
 ]
 
-# URL parameter -> (form field, kind). Long field names are accepted too.
-PARAMS: dict[str, tuple[str, str]] = {
-    "prompt": ("prompt", "text"),
-    "neg": ("negative_prompt", "text"),
-    "negative_prompt": ("negative_prompt", "text"),
-    "seed": ("seed", "int"),
-    "steps": ("sampling_steps", "int"),
-    "sampling_steps": ("sampling_steps", "int"),
-    "frames": ("frame_num", "int"),
-    "frame_num": ("frame_num", "int"),
-    "fps": ("fps", "int"),
-    "shift": ("shift", "float"),
-    "guidance": ("guide_scale", "float"),
-    "guide_scale": ("guide_scale", "float"),
-    "guidance_high": ("guide_scale_high", "float"),
-    "guidance_low": ("guide_scale_low", "float"),
-    "size": ("size", "size"),
-    "solver": ("sample_solver", "solver"),
-}
-
+# The link parameters: every request field by its own name, the short names (steps, frames, neg,
+# guidance, guidance_high, guidance_low, solver) and the flat per-expert guidance of the form.
+PARAMS: frozenset[str] = frozenset(
+    {"prompt", "negative_prompt", "size", "frame_num", "fps", "sampling_steps", "shift", "guide_scale",
+     "guide_scale_high", "guide_scale_low", "sample_solver", "seed", *URL_ALIASES}
+)  # fmt: skip
 
 
 @dataclass
@@ -54,7 +42,7 @@ class ShareQuery:
     gen_id: str | None = None
     task: str | None = None
     prefill: dict[str, Any] = field(default_factory=dict)   # form field -> value
-    problems: list[str] = field(default_factory=list)        # what was ignored, and why
+    problems: list[str] = field(default_factory=list)        # what was ignored, and why (plain text)
 
     @property
     def empty(self) -> bool:
@@ -71,12 +59,16 @@ def resolve_task(text: str, tasks: Sequence[str]) -> str:
         task = None
     if task is None or task not in tasks:
         allowed = ", ".join(list(tasks) + ["t2v", "i2v", "ti2v"])
-        raise InputError("task", f"{text!r} is not a task; use one of {allowed}")
+        raise InputError("task", f"{str(text)[:40]!r} is not a task; use one of {allowed}")
     return task
 
 
-def parse_query(params: Mapping[str, str], tasks: Sequence[str]) -> ShareQuery:
-    """Read ``?gen=`` or the pre-fill parameters from a page's query string."""
+def parse_query(params: Mapping[str, str], tasks: Sequence[str], policy: RequestPolicy | None = None) -> ShareQuery:
+    """Read ``?gen=`` or the pre-fill parameters from a page's query string.
+
+    Pre-fill values go through the request contract's parser and per-field checks: every rejected
+    parameter is named in ``problems`` (with what is allowed), the others fill the form.
+    """
     q = ShareQuery()
     if "gen" in params:
         raw = params["gen"]
@@ -91,40 +83,19 @@ def parse_query(params: Mapping[str, str], tasks: Sequence[str]) -> ShareQuery:
             q.task = resolve_task(params["task"], tasks)
         except InputError as e:
             q.problems.append(f"task: {e.message}")
-    for key, raw in params.items():
-        if key not in PARAMS:
-            continue
-        name, kind = PARAMS[key]
-        try:
-            q.prefill[name] = _convert(kind, raw)
-        except InputError as e:
-            q.problems.append(f"{key}: {e.message}; ignored")
-    if q.prefill and q.task is None and q.gen_id is None:
-        q.task = tasks[0]
+    given = {k: v for k, v in params.items() if k in PARAMS}
+    if given and q.gen_id is None:
+        task = q.task or tasks[0]
+        kwargs, errors = parse_values(task, given)
+        good, bad = check_fields(task, kwargs, policy)
+        names = {URL_ALIASES.get(k, k): k for k in given}  # request field -> the parameter the link used
+        for e in errors + bad:
+            q.problems.append(f"{names.get(e.field, e.field)}: {e.message}; ignored")
+        q.prefill = flat_values(task, good)
+        if "seed" in q.prefill and q.prefill["seed"] == -1:
+            del q.prefill["seed"]
+        q.task = task
     return q
-
-
-def _convert(kind: str, raw: str) -> Any:
-    if kind == "text":
-        text = str(raw)
-        if len(text) > MAX_PROMPT_CHARS:
-            raise InputError("prompt", f"is longer than {MAX_PROMPT_CHARS} characters")
-        return text
-    if kind == "size":
-        return format_size(*parse_size(raw))
-    if kind == "solver":
-        if raw not in SOLVERS:
-            raise InputError("sample_solver", f"{raw!r} is not one of {', '.join(SOLVERS)}")
-        return raw
-    try:
-        value = float(raw)
-    except (TypeError, ValueError):
-        raise InputError(kind, f"{str(raw)[:40]!r} is not a number") from None
-    if kind == "int":
-        if value != int(value):
-            raise InputError(kind, f"{raw!r} is not a whole number")
-        return int(value)
-    return value
 
 
 def _base(app_url: str) -> str:
@@ -142,7 +113,7 @@ def permalink(app_url: str, gen_id: str) -> str:
 
 def prefill_link(app_url: str, task: str, **params: Any) -> str:
     """A pre-fill link; ``params`` use the short URL names (prompt, seed, steps, size, ...)."""
-    unknown = sorted(set(params) - set(PARAMS))
+    unknown = sorted(set(params) - PARAMS)
     if unknown:
         raise ValueError(f"unknown share-link parameters: {', '.join(unknown)}")
     query = {"task": task, **{k: v for k, v in params.items() if v is not None}}

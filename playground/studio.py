@@ -8,76 +8,116 @@ lives here so it can be tested without a browser.
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from wan.configs import TASKS, get_spec
+from wan.request import GenerationRequest, RequestPolicy, check_fields, flat_values, parse_values, request_from_values
 
 from .engine import Engine, StepInfo
 from .history import HistoryEntry, HistoryStore
 from .images import check_image
-from .request import (
-    DEMO_MAX_SIDE,
-    MAX_SIDE,
-    GenerationRequest,
-    InputError,
-    format_size,
-    request_from_values,
-    validate_request,
-)
+from .request import InputError, app_policy
 
-__all__ = ["APP_NAME", "Studio", "TaskUI", "TASK_UI", "form_values_from_settings"]
+__all__ = ["APP_NAME", "TASK_UI", "RestoredForm", "Studio", "TaskUI", "form_values_from_settings", "restore_form"]
 
 log = logging.getLogger(__name__)
 
 APP_NAME = "wan-playground"
+_ASSIST_MODES = ("basic", "advanced", "i2v")
+_ASSIST_LANGS = ("en", "zh")
+_MAX_JSON_DEPTH = 32  # deeper metadata is not ours (and would only exhaust the recursion)
 
 
 @dataclass(frozen=True)
 class TaskUI:
-    """How a task appears in the app: tab id, API name and image policy."""
+    """How a task appears in the app: tab id and API name; the image policy comes from the spec."""
 
     task: str
     tab_id: str
     api_name: str
-    image_required: bool
-    image_allowed: bool
+
+    @property
+    def image_required(self) -> bool:
+        return get_spec(self.task).image_input == "required"
+
+    @property
+    def image_allowed(self) -> bool:
+        return get_spec(self.task).image_input != "none"
 
 
 TASK_UI: dict[str, TaskUI] = {
-    "t2v-A14B": TaskUI("t2v-A14B", "tab-t2v", "generate_t2v", image_required=False, image_allowed=False),
-    "i2v-A14B": TaskUI("i2v-A14B", "tab-i2v", "generate_i2v", image_required=True, image_allowed=True),
-    "ti2v-5B": TaskUI("ti2v-5B", "tab-ti2v", "generate_ti2v", image_required=False, image_allowed=True),
+    task: TaskUI(task, f"tab-{short}", f"generate_{short}")
+    for task, short in zip(TASKS, ("t2v", "i2v", "ti2v"), strict=True)
 }
 
 
-def form_values_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored settings dict -> the form's named values (the inverse of ``request_from_values``)."""
-    values: dict[str, Any] = {}
-    for key in ("prompt", "negative_prompt", "frame_num", "fps", "sampling_steps", "shift", "sample_solver", "seed"):
-        if key in settings:
-            values[key] = settings[key]
-    if "width" in settings and "height" in settings:
-        values["size"] = format_size(int(settings["width"]), int(settings["height"]))
-    gs = settings.get("guide_scale")
-    if isinstance(gs, (list, tuple)) and len(gs) == 2:
-        values["guide_scale_low"], values["guide_scale_high"] = float(gs[0]), float(gs[1])
-    elif gs is not None:
-        values["guide_scale"] = float(gs)
+@dataclass(frozen=True)
+class RestoredForm:
+    """A form to refill from stored settings: the valid values (flat form names), the sanitised
+    prompt-assistant fields, and one message per value that was rejected (the rest is kept)."""
+
+    task: str
+    values: dict[str, Any] = field(default_factory=dict)
+    prompt_fields: dict[str, Any] | None = None
+    problems: list[InputError] = field(default_factory=list)
+
+
+def restore_form(settings: Mapping[str, Any], policy: RequestPolicy | None = None) -> RestoredForm:
+    """Stored settings (history JSON, mp4 metadata, either schema version) -> ``RestoredForm``.
+
+    Every value goes through the request contract's own parser and per-field checks; a bad one is
+    reported by name and left out, never raised. Raises ``InputError("task")`` only when the task
+    itself is unknown (then there is no form to fill). Sizes are checked against ``policy`` (by
+    default any multiple of the task's stride: what was made elsewhere may be shown; Generate
+    applies this server's policy).
+    """
+    task = settings.get("task")
+    if task not in TASK_UI:
+        raise InputError("task", f"the settings name an unknown task {str(task)[:40]!r}; expected one of {', '.join(TASK_UI)}")
+    kwargs, problems = parse_values(task, settings)
+    good, bad = check_fields(task, kwargs, policy or RequestPolicy(any_size=True))
+    problems += bad
+    fields = good.pop("prompt_fields", None)
+    if isinstance(fields, Mapping):
+        fields = dict(fields)
+        for key, allowed in (("mode", _ASSIST_MODES), ("lang", _ASSIST_LANGS)):
+            if key in fields and fields[key] not in allowed:
+                problems.append(InputError("prompt_fields", f"{key} {str(fields[key])[:20]!r} is not one of {', '.join(allowed)}"))
+                del fields[key]
+    values = flat_values(task, good)
     if "seed" in values:
-        values["randomize_seed"] = False  # restoring means reproducing
-    return values
+        if values["seed"] == -1:
+            del values["seed"]
+        else:
+            values["randomize_seed"] = False  # restoring means reproducing
+    return RestoredForm(task, values, fields if isinstance(fields, dict) else None, problems)
+
+
+def form_values_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored settings dict -> the form's named values (``restore_form(...).values``)."""
+    return restore_form(settings).values
 
 
 class Studio:
     def __init__(self, engine: Engine, store: HistoryStore, *, any_size: bool = False) -> None:
         self.engine = engine
         self.store = store
-        self.any_size = any_size
-        self.max_side = DEMO_MAX_SIDE if engine.demo else MAX_SIDE
+        self.policy = app_policy(demo=engine.demo, any_size=any_size)
+
+    @property
+    def any_size(self) -> bool:
+        return self.policy.any_size
+
+    def restore_form(self, settings: Mapping[str, Any]) -> RestoredForm:
+        """``restore_form`` under this server's policy (sizes it would not accept are reported)."""
+        return restore_form(settings, self.policy)
 
     # ----------------------------------------------------------------------------- requests
     def build_request(
@@ -88,18 +128,22 @@ class Studio:
         image: str | None = None,
         prompt_fields: Mapping[str, Any] | None = None,
     ) -> GenerationRequest:
-        """UI values -> a validated request, or ``InputError`` naming the field and what is allowed."""
-        ui = TASK_UI[task]
-        spec = self.engine.spec(task)
-        if image and ui.image_allowed:
+        """UI/API values -> a validated ``GenerationRequest``, or ``InputError`` naming the field.
+
+        The one conversion: ``wan.request.request_from_values`` with this server's policy. The
+        uploaded image is checked (readable, size limits) before the request reads it.
+        """
+        if image and TASK_UI[task].image_allowed:
             check_image(image)
-        req = request_from_values(spec, values, image=image if ui.image_allowed else None, prompt_fields=prompt_fields)
-        if image and not ui.image_allowed:
-            raise InputError("image", f"{task} is text-only; remove the image or use the I2V / TI2V tab")
-        validate_request(
-            req, spec, any_size=self.any_size, max_side=self.max_side, image_required=ui.image_required, image_allowed=ui.image_allowed
-        )
-        return req
+        values = dict(values)
+        for name in ("prompt", "negative_prompt"):
+            text = values.get(name)
+            values[name] = "" if text is None else text.strip() if isinstance(text, str) else text
+        if prompt_fields:
+            values["prompt_fields"] = prompt_fields
+        if values["prompt"] == "" and not image:
+            raise InputError("prompt", "is empty; type a prompt or build one with the prompt assistant")
+        return request_from_values(task, values, image=image or None, policy=self.policy)
 
     # ----------------------------------------------------------------------------- generate
     def generate(
@@ -109,6 +153,7 @@ class Studio:
         on_step: Callable[[StepInfo], None] | None = None,
         on_status: Callable[..., None] | None = None,
         cancel: threading.Event | None = None,
+        owner: str | None = None,
     ) -> HistoryEntry:
         """Run ``req`` and store the result (mp4 + settings JSON + input image); returns the entry."""
         from wan import video as wan_video
@@ -131,7 +176,7 @@ class Studio:
                 image_tmp = self.store.work_path(gen_id, ".png")
                 work.append(image_tmp)
                 self._save_input_image(req.image, image_tmp)
-            return self.store.commit(gen_id, video_tmp, settings, image_tmp)
+            return self.store.commit(gen_id, video_tmp, settings, image_tmp, owner=owner)
         finally:
             self.store.release(gen_id)
             for p in work:
@@ -141,7 +186,7 @@ class Studio:
         self, req: GenerationRequest, gen_id: str, elapsed: float, whf: tuple[int, int, int]
     ) -> dict[str, Any]:
         width, height, frames = whf
-        d = req.to_dict()
+        d = req.to_settings()
         d.pop("image", None)  # the stored copy is named in "image_file" by the history store
         weights = self.engine.weights(req.task)
         d.update(
@@ -151,7 +196,8 @@ class Studio:
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "elapsed_s": round(elapsed, 2),
                 "demo": self.engine.demo,
-                "weights": "tiny random weights (demo)" if self.engine.demo else str(weights.path),
+                # the folder's name only: settings travel with the mp4, server paths must not
+                "weights": "tiny random weights (demo)" if self.engine.demo else Path(str(weights.path)).name,
                 "device": self.engine.device,
                 "video": {"width": width, "height": height, "frames": frames, "fps": req.fps},
             }
@@ -185,25 +231,25 @@ class Studio:
                 "or an editor stripped the metadata)",
             )
         if settings.get("task") not in TASK_UI:
-            raise InputError("video", f"the embedded settings name an unknown task {settings.get('task')!r}")
+            raise InputError("video", f"the embedded settings name an unknown task {str(settings.get('task'))[:40]!r}")
         return settings
 
 
-def _embedded_settings(meta: Any) -> dict[str, Any] | None:
+def _embedded_settings(meta: Any, depth: int = 0) -> dict[str, Any] | None:
     """Find our settings in whatever ``read_video_metadata`` returned (the dict itself, or nested)."""
-    import json
-
+    if depth > _MAX_JSON_DEPTH:
+        return None
     if isinstance(meta, str):
         try:
             meta = json.loads(meta)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
     if not isinstance(meta, dict):
         return None
     if meta.get("app") == APP_NAME and "task" in meta:
         return meta
     for value in meta.values():
-        found = _embedded_settings(value) if isinstance(value, (dict, str)) else None
+        found = _embedded_settings(value, depth + 1) if isinstance(value, (dict, str)) else None
         if found is not None:
             return found
     return None

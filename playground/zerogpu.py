@@ -31,13 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_MAX_DURATION = 600   # seconds per call; override with env WAN_ZEROGPU_MAX_DURATION
 _MIN_DURATION = 30
 
-# task -> (latent stride (t, h, w), patch (h, w), seconds per step at the reference size, reference (W, H, F))
-_COST = {
-    "t2v-A14B": ((4, 8, 8), (2, 2), 22.0, (1280, 720, 81)),
-    "i2v-A14B": ((4, 8, 8), (2, 2), 22.0, (1280, 720, 81)),
-    "ti2v-5B": ((4, 16, 16), (2, 2), 15.0, (1280, 704, 121)),
-}
-_LOAD_S = {"t2v-A14B": 40.0, "i2v-A14B": 40.0, "ti2v-5B": 20.0}
+# task -> (seconds per step at the task's official size and frame count, seconds to load the weights).
+# The geometry (strides, patch size, reference size) is read from the task's ModelSpec.
+_COST = {"t2v-A14B": (22.0, 40.0), "i2v-A14B": (22.0, 40.0), "ti2v-5B": (15.0, 20.0)}
 
 
 def on_zero_gpu(environ: Mapping[str, str] | None = None) -> bool:
@@ -53,20 +49,25 @@ def max_duration(environ: Mapping[str, str] | None = None) -> int:
 
 
 def _tokens(task: str, width: int, height: int, frames: int) -> int:
-    (st, sh, sw), (ph, pw) = _COST[task][0], _COST[task][1]
-    lat_f = (frames - 1) // st + 1
-    return lat_f * math.ceil(height / sh / ph) * math.ceil(width / sw / pw)
+    from wan.configs import get_spec
+
+    spec = get_spec(task)
+    (_, sh, sw), (_, ph, pw) = spec.vae_stride, spec.patch_size
+    return spec.latent_frames(frames) * math.ceil(height / sh / ph) * math.ceil(width / sw / pw)
 
 
 def estimate_gpu_seconds(task: str, steps: int, frames: int, width: int, height: int) -> int:
     """Seconds of GPU time one generation is expected to take (load + denoise + decode), rounded up."""
     if task not in _COST:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(_COST)}")
-    ref_w, ref_h, ref_f = _COST[task][3]
+    from wan.configs import get_spec
+
+    spec = get_spec(task)
+    (ref_w, ref_h), ref_f = spec.default_size, spec.frame_num
     ratio = _tokens(task, width, height, frames) / _tokens(task, ref_w, ref_h, ref_f)
-    per_step = _COST[task][2] * ratio**1.5
+    per_step_s, load_s = _COST[task]
     decode = 30.0 * ratio
-    total = _LOAD_S[task] + steps * per_step + decode
+    total = load_s + steps * per_step_s * ratio**1.5 + decode
     return max(_MIN_DURATION, int(math.ceil(total)))
 
 

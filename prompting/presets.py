@@ -8,22 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from wan.configs import OFFICIAL_NEGATIVE_PROMPT, TASKS, normalize_task  # torch-free: the one source of task facts
+
 from .vocabulary import PRESETS_DIR, check_lang
 
-__all__ = ["TASKS", "example_prompts", "negative_prompt", "normalize_task"]
-
-#: Model tasks, as named by the inference package.
-TASKS: tuple[str, ...] = ("t2v-A14B", "i2v-A14B", "ti2v-5B")
-_TASK_ALIASES = {"t2v": "t2v-A14B", "i2v": "i2v-A14B", "ti2v": "ti2v-5B"}
-
-
-def normalize_task(task: str) -> str:
-    """A task id from :data:`TASKS`; the short forms "t2v", "i2v" and "ti2v" are accepted too."""
-    if task in TASKS:
-        return task
-    if task in _TASK_ALIASES:
-        return _TASK_ALIASES[task]
-    raise ValueError(f"task must be one of {', '.join(map(repr, TASKS))} (or t2v / i2v / ti2v); got {task!r}")
+__all__ = ["TASKS", "example_prompts", "negative_prompt", "negative_prompt_items", "normalize_task"]
 
 
 @functools.lru_cache(maxsize=8)
@@ -43,9 +32,23 @@ def negative_prompt(lang: str = "zh", *, stylized: bool = False) -> str:
     fight an illustrated or animated style.
     """
     check_lang(lang)
-    items = _read_json(PRESETS_DIR / "negative_prompts.json")["items"]
-    chosen = [it[lang] for it in items if not (stylized and it["kind"] == "artwork")]
+    chosen = [it[lang] for it in negative_prompt_items() if not (stylized and it["kind"] == "artwork")]
     return ("，" if lang == "zh" else ", ").join(chosen)
+
+
+def negative_prompt_items() -> list[dict[str, str]]:
+    """The official negative prompt item by item: ``{"zh", "en", "kind"}``.
+
+    The Chinese items are the official text (``wan.configs.OFFICIAL_NEGATIVE_PROMPT`` split at its
+    commas); ``presets/negative_prompts.json`` holds only our English gloss and a kind per item, in order.
+    """
+    glosses = _read_json(PRESETS_DIR / "negative_prompts.json")["items"]
+    official = OFFICIAL_NEGATIVE_PROMPT.split("，")
+    if len(glosses) != len(official):
+        raise ValueError(
+            f"presets/negative_prompts.json has {len(glosses)} items; the official negative prompt has {len(official)}"
+        )
+    return [{"zh": zh, "en": g["en"], "kind": g["kind"]} for zh, g in zip(official, glosses, strict=True)]
 
 
 def example_prompts(task: str) -> list[dict[str, Any]]:

@@ -37,10 +37,9 @@ def _values(task: str, engine: Engine, **over):
         "randomize_seed": False,
     }
     if spec.moe:
-        low, high = spec.guide_scale
-        v.update(guide_scale_low=low, guide_scale_high=high)
+        v.update(guide_scale_low=spec.guide_scale["low_noise"], guide_scale_high=spec.guide_scale["high_noise"])
     else:
-        v["guide_scale"] = spec.guide_scale
+        v["guide_scale"] = spec.guide_scale["dense"]
     return {**v, **over}
 
 

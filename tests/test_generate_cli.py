@@ -43,8 +43,8 @@ def test_ti2v_text_to_video(tiny_ckpt: Callable[..., Path], tmp_path: Path) -> N
     settings = wan_video.read_video_metadata(out)["comment"]
     assert settings["app"] == "wan-playground" and settings["source"] == "generate.py"
     assert settings["task"] == "ti2v-5B" and settings["prompt"] == "a red fox" and settings["seed"] == 42
-    assert (settings["width"], settings["height"], settings["frame_num"]) == (96, 64, 9)
-    assert (settings["sampling_steps"], settings["guide_scale"], settings["shift"]) == (3, 4.5, 5.0)
+    assert (settings["size"], settings["frame_num"], settings["settings_version"]) == ("96*64", 9, 2)
+    assert (settings["sampling_steps"], settings["guide_scale"], settings["shift"]) == (3, {"dense": 4.5}, 5.0)
     assert settings["video"] == {"width": 96, "height": 64, "frames": 9, "fps": 24}
 
 
@@ -62,7 +62,8 @@ def test_i2v_with_image_and_default_name(tiny_ckpt: Callable[..., Path], tmp_pat
     info = wan_video.probe_video(videos[0])
     assert (info.width, info.height, info.frames, info.fps) == (80, 48, 5, 16.0)
     settings = wan_video.read_video_metadata(videos[0])["comment"]
-    assert settings["guide_scale"] == [2.0, 3.0] and settings["image"] == str(image)
+    assert settings["guide_scale"] == {"high_noise": 3.0, "low_noise": 2.0}  # --sample_guide_scale LOW,HIGH
+    assert settings["image"] == image.name  # the file's name only: no local paths in a shared mp4
     assert isinstance(settings["seed"], int) and settings["seed"] >= 0  # -1 was resolved and stored
 
 
@@ -79,7 +80,7 @@ def load_generate_module() -> ModuleType:
     [
         (["--frame_num", "6"], "frame_num: must be an integer 4n+1"),
         (["--size", "1000*1000"], "size: 1000*1000 is not supported by ti2v-5B"),
-        (["--sample_steps", "0"], "sampling_steps: must be an integer from 1 to 200"),
+        (["--sample_steps", "0"], "sampling_steps: must be an integer from 1 to 100"),
         (["--sample_guide_scale", "1,2"], "guide_scale: ti2v-5B has a single model"),
         (["--image", "/no/such.png"], "image: file not found"),
     ],

@@ -120,7 +120,7 @@ def test_extension_kind(task: str, has_image: bool, kind: str) -> None:
         ({"prompt": "   "}, "prompt is empty"),
         ({"prompt": None}, "prompt must be a string"),
         ({"lang": "ko"}, "lang must be one of 'en', 'zh'"),
-        ({"task": "s2v-14B"}, "task must be one of"),
+        ({"task": "s2v-14B"}, "expected one of t2v-A14B"),
         ({"prompt": "x" * 5000}, "prompt is too long to extend: 5000 characters, at most 4000"),
     ],
 )

@@ -69,5 +69,5 @@ def test_examples_cover_every_formula_and_return_fresh_copies() -> None:
 
 
 def test_example_prompts_rejects_unknown_tasks() -> None:
-    with pytest.raises(ValueError, match="task must be one of 't2v-A14B', 'i2v-A14B', 'ti2v-5B'"):
+    with pytest.raises(ValueError, match="expected one of t2v-A14B, i2v-A14B, ti2v-5B"):
         prompting.example_prompts("s2v-14B")

@@ -846,7 +846,8 @@ def find_checkpoint(task: str, ckpt_dir: str | Path | None = None) -> Path | Non
     return None
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` is set to a true value (1/true/yes/on), read at call time."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _OFFLINE_VALUES
 
 
@@ -864,7 +865,7 @@ def download_checkpoint(task: str, local_dir: str | Path | None = None, *, layou
     dest = Path(local_dir).expanduser() if local_dir is not None else None
     command = _download_command(spec, layout, dest)
     files = ", ".join(required_files(spec.task, layout))
-    if _offline():
+    if hub_offline():
         raise CheckpointError(
             f"cannot download {repo}: HF_HUB_OFFLINE is set. The checkpoint needs {files}. On a machine with "
             f"network access run `{command}` and pass that folder as ckpt_dir (or set WAN_CKPT_DIR)."

@@ -100,7 +100,9 @@ class GenerationRequest:
     ``size`` is the requested ``(width, height)``; with an image it is the output *area* and the
     image's aspect ratio sets the shape: ``output_size`` is the video's real size. ``image`` is
     ``None``, a path, or a PIL image (never serialised). ``negative_prompt`` is as given (``""``
-    means the official one, see ``effective_negative_prompt``).
+    means the official one, see ``effective_negative_prompt``). ``prompt_fields`` is the structured
+    prompt the text was built from (``prompting.PromptFields`` as a flat dict: formula mode, language,
+    subject, scene, motion, aesthetic choices); stored with the settings, not read by the model.
     """
 
     task: str
@@ -117,6 +119,7 @@ class GenerationRequest:
     image: Any = field(default=None, compare=False)
     any_size: bool = False
     output_size: tuple[int, int] = (0, 0)
+    prompt_fields: Mapping[str, Any] | None = None
 
     # -- derived
     @property
@@ -168,12 +171,13 @@ class GenerationRequest:
             "any_size": self.any_size,
             "image": image_name,
             "output": {"width": self.width, "height": self.height},
+            "prompt_fields": dict(self.prompt_fields) if self.prompt_fields else None,
         }
 
     def with_changes(self, **changes: Any) -> GenerationRequest:
         """A new request with ``changes`` applied, validated again (e.g. ``seed=7`` for a batch)."""
         names = ("prompt", "negative_prompt", "size", "frame_num", "fps", "sampling_steps", "shift", "guide_scale",
-                 "sample_solver", "seed", "image", "any_size")  # fmt: skip
+                 "sample_solver", "seed", "image", "any_size", "prompt_fields")  # fmt: skip
         kwargs = {name: getattr(self, name) for name in names}
         kwargs.update(changes)
         return make_request(self.task, **kwargs)
@@ -415,6 +419,30 @@ def _check_solver(solver: Any) -> str:
     return str(solver)
 
 
+_MAX_PROMPT_FIELDS = 64
+
+
+def _check_prompt_fields(value: Any) -> dict[str, Any] | None:
+    """A flat mapping of short names to text, numbers, booleans or lists of text (bounded)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or len(value) > _MAX_PROMPT_FIELDS:
+        raise InputError("prompt_fields", f"must be a mapping of at most {_MAX_PROMPT_FIELDS} named values; got {_short(value)}")
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        ok_key = isinstance(key, str) and len(key) <= 64
+        if isinstance(v, list) and all(isinstance(x, str) for x in v) and len(v) <= _MAX_PROMPT_FIELDS:
+            ok = sum(len(x) for x in v) <= LIMITS.prompt_chars
+        elif isinstance(v, str):
+            ok = len(v) <= LIMITS.prompt_chars
+        else:
+            ok = v is None or isinstance(v, (bool, int, float))
+        if not (ok_key and ok):
+            raise InputError("prompt_fields", f"entry {_short(key)} must be short text, a number, true/false or a list of text")
+        out[key] = list(v) if isinstance(v, list) else v
+    return out
+
+
 # The per-field checks of the typed settings (field -> check(spec, value, policy) -> typed value).
 _CHECKS: Final[dict[str, Any]] = {
     "prompt": lambda spec, v, p: _check_text("prompt", v, allow_none=False),
@@ -427,6 +455,7 @@ _CHECKS: Final[dict[str, Any]] = {
     "guide_scale": lambda spec, v, p: _check_guidance(spec, v),
     "sample_solver": lambda spec, v, p: _check_solver(v),
     "seed": lambda spec, v, p: _check_seed(v),
+    "prompt_fields": lambda spec, v, p: _check_prompt_fields(v),
 }
 
 
@@ -471,6 +500,7 @@ def make_request(
     seed: Any = -1,
     any_size: bool | None = None,
     policy: RequestPolicy | None = None,
+    prompt_fields: Any = None,
 ) -> GenerationRequest:
     """Validates typed settings for ``task`` and resolves defaults and the seed; raises ``InputError``.
 
@@ -502,6 +532,7 @@ def make_request(
     solver = _check_solver("unipc" if sample_solver is None else sample_solver)
     guide = _check_guidance(spec, spec.guide_scale if guide_scale is None else guide_scale)
     seed_v = _check_seed(seed)
+    fields_v = _check_prompt_fields(prompt_fields)
     output = size_wh if image is None else image_output_size(spec, _image_size(image), size_wh)
     return GenerationRequest(
         task=spec.task,
@@ -518,6 +549,7 @@ def make_request(
         image=image,
         any_size=policy.any_size,
         output_size=output,
+        prompt_fields=fields_v,
     )
 
 
@@ -625,6 +657,8 @@ def parse_values(task: str, values: Mapping[str, Any]) -> tuple[dict[str, Any], 
         errors.append(InputError("guide_scale", f"{spec.task} has a single model: use guide_scale, not {', '.join(_FLAT_GUIDE)}"))
     if names.get("randomize_seed") in (True, "true", "True", "1", 1):
         out["seed"] = -1
+    if names.get("prompt_fields") is not None:
+        out["prompt_fields"] = names["prompt_fields"]
     if "any_size" in names and isinstance(names["any_size"], bool):
         out["any_size"] = names["any_size"]
     return out, errors
