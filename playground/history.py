@@ -68,7 +68,6 @@ ID_PATTERN = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 # An owner is an opaque token the app derives from a browser-scoped secret (a hash, never a raw IP:
 # dots and colons are not allowed, so neither an IPv4 nor an IPv6 address passes).
 OWNER_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-SETTINGS_VERSION = 1
 _TMP_MAX_AGE_S = 6 * 3600
 DEFAULT_ORPHAN_GRACE_S = 300.0
 
@@ -284,7 +283,7 @@ class HistoryStore:
             video_dst = self.video_path(gen_id)
             image_dst = self.image_path(gen_id) if image_file is not None else None
             data = {k: v for k, v in settings.items() if k != "owner"}
-            data.update({"id": gen_id, "version": SETTINGS_VERSION})
+            data["id"] = gen_id  # the schema version is the request's own ("settings_version")
             data["video_file"] = video_dst.name
             data["image_file"] = image_dst.name if image_dst else None
             if owner is not None:
