@@ -306,7 +306,7 @@ def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(app_server, tm
     msg = app_error(generate, c, "ti2v-5B", size="1280*704")
     assert "Resolution" in msg and "demo mode" in msg  # official size, but the demo runs on the CPU
     msg = app_error(generate, c, "ti2v-5B", size="huge")
-    assert "Resolution" in msg and "WIDTH*HEIGHT" in msg
+    assert "Resolution" in msg and "W*H" in msg
     msg = app_error(generate, c, "t2v-A14B", frame_num=10)
     assert "Frames: must be 4n+1" in msg
     msg = app_error(generate, c, "i2v-A14B", image=None)

@@ -13,17 +13,24 @@ import pytest
 
 from playground import discovery, history, i18n, share, zerogpu
 from playground.images import check_image
-from playground.request import (
-    MAX_SEED,
-    GenerationRequest,
-    InputError,
-    closest_preset,
-    parse_size,
-    request_from_values,
-    resolve_seed,
-    size_presets,
-    validate_request,
-)
+import playground.request as _request
+from playground.request import InputError, closest_preset, parse_size, size_presets
+
+
+def _old_contract(name: str):
+    """A name of the pre-``wan.request`` contract: tests that use it fail alone, with why, instead
+    of the whole file failing to import while the request contract moves to ``wan.request``."""
+    def missing(*args, **kwargs):
+        pytest.fail(f"playground.request.{name} is gone (request contract now in wan.request); port this test",
+                    pytrace=False)
+    return getattr(_request, name, missing)
+
+
+MAX_SEED = getattr(_request, "MAX_SEED", 2**31 - 1)
+GenerationRequest = _old_contract("GenerationRequest")
+request_from_values = _old_contract("request_from_values")
+resolve_seed = _old_contract("resolve_seed")
+validate_request = _old_contract("validate_request")
 
 TASKS = ("t2v-A14B", "i2v-A14B", "ti2v-5B")
 
@@ -384,6 +391,138 @@ def test_missing_weights_message_names_files_and_remedies(tmp_path, monkeypatch)
         discovery.download_weights("ti2v-5B", tmp_path)
 
 
-def test_discovery_repos_match_the_model_specs():
-    for task in TASKS:
-        assert discovery.HF_REPOS[task] == _spec(task).hf_repo, task
+
+
+# ------------------------------------------------------------------------------ app views
+def test_safe_text_renders_no_html_or_links():
+    from markdown_it import MarkdownIt
+
+    from playground.views.safe import code, md, toast
+
+    render = MarkdownIt("commonmark").render
+    evil = ('<form action=http://127.0.0.1:9911/steal method=post><input name=token type=password></form>'
+            ' <img src=http://host/pixel> [click](http://evil) ![x](http://host/p.png) **bold** `tick`')
+    for text in (md(evil), code(evil), "**Link problems:** " + md(evil)):
+        out = render(text)
+        assert "<form" not in out and "<img" not in out and "<input" not in out and "<a " not in out, out
+    assert "&lt;form" in render(md(evil))  # shown as text, not dropped
+    assert "<" not in toast(evil) and "&lt;img src=http://host/pixel&gt;" in toast(evil)
+
+
+def test_cancel_registry_is_per_session_and_task():
+    from playground.views import CancelRegistry
+
+    reg = CancelRegistry()
+    with reg.register("s1", "t2v-A14B") as a, reg.register("s2", "t2v-A14B") as b:
+        assert reg.cancel("s1", "t2v-A14B") and a.is_set() and not b.is_set()
+        assert not reg.cancel("s1", "ti2v-5B")
+        with reg.register("s2", "t2v-A14B") as newer:  # a newer run of the same key replaces the entry
+            pass
+        assert not newer.is_set() and not reg.cancel("s2", "t2v-A14B")  # the newer one left; the older stays out
+    assert len(reg) == 0
+
+    def churn(i: int) -> None:
+        for _ in range(200):
+            with reg.register(f"s{i % 3}", "t2v-A14B"):
+                reg.cancel(f"s{(i + 1) % 3}", "t2v-A14B")
+
+    threads = [threading.Thread(target=churn, args=(i,)) for i in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(reg) == 0
+
+
+def test_owner_ids_are_opaque_history_tokens():
+    from playground.history import validate_owner
+    from playground.views import ownership
+
+    token = ownership.new_token()
+    oid = ownership.owner_id(token)
+    assert oid and validate_owner(oid) == oid and token not in oid and ownership.owner_id(token) == oid
+    assert ownership.owner_id(ownership.new_token()) != oid
+    for bad in (None, "", "short", "x" * 500, "<script>" * 8, 42):
+        assert ownership.owner_id(bad) is None
+
+
+@pytest.mark.parametrize("payload, fragment", [("abc", "is not a number"), (float("nan"), "not a finite number"),
+                                                (float("inf"), "not a finite number"), (500, "out of range"),
+                                                (True, "is not a number")])
+def test_number_inputs_name_the_field(payload, fragment):
+    import gradio as gr
+
+    from playground.views.common import CheckedSlider, named
+
+    steps = named(CheckedSlider(1, 100, value=4, step=1), "sampling_steps")
+    with pytest.raises(gr.Error) as e:
+        steps.preprocess(payload)
+    assert str(e.value.message).startswith("Steps: ") and fragment in e.value.message, e.value.message
+    assert "from 1 to 100" in e.value.message
+    assert steps.preprocess(30) == 30 and steps.preprocess("30") == 30
+
+
+def test_extend_prompt_api_checks_its_argument_types():
+    import gradio as gr
+
+    from playground.views.endpoints import make_extend_api
+
+    class Extender:
+        name = "offline"
+
+        def extend(self, prompt, **kw):  # pragma: no cover - never reached with bad input
+            raise AssertionError("called with bad input")
+
+    extend = make_extend_api(Extender())
+    for args, fragment in [((123,), "prompt: must be text"), (("a cat", 5), "task: 5 is not one of"),
+                           (("a cat", "t2v-A14B", "fr"), "lang: 'fr'"), (("a cat", "t2v-A14B", "en", "yes"), "has_image"),
+                           (("  ",), "prompt: is empty")]:
+        with pytest.raises(gr.Error) as e:
+            extend(*args)
+        assert fragment in e.value.message, (args, e.value.message)
+
+
+def test_session_job_cap_counts_waiting_and_running_jobs():
+    from types import SimpleNamespace as NS
+
+    from playground.views import SessionJobCap
+
+    gen, cheap = NS(api_name="generate_t2v"), NS(api_name="get_result")
+    ev = lambda s, fn: NS(session_hash=s, fn=fn)  # noqa: E731
+    queue = NS(event_queue_per_concurrency_id={"gpu": NS(queue=[ev("a", gen), ev("b", gen)]),
+                                               "x": NS(queue=[ev("a", cheap)])},
+               active_jobs=[None, [ev("a", gen)]])
+    cap = SessionJobCap(["generate_t2v", "generate_i2v"], limit=2)
+    assert cap.pending(queue, "a") == 2 and cap.pending(queue, "b") == 1 and cap.pending(queue, "c") == 0
+    refusal = cap.refusal(2)
+    assert refusal["is_valid"] is False and "already have 2 generation jobs" in refusal["message"]
+
+
+def _demo_blocks(tmp_path, **options):
+    from app import create_demo
+    from playground.engine import Engine
+    from playground.history import HistoryStore
+    from playground.views import AppOptions
+
+    engine = Engine(demo=True, demo_root=tmp_path / "demo_ckpt")
+    store = HistoryStore(tmp_path / "outputs")
+    return create_demo(engine, store, options=AppOptions(**options))
+
+
+def test_public_config_has_no_server_paths_and_download_needs_the_flag(tmp_path):
+    import gradio as gr
+
+    public = json.dumps(_demo_blocks(tmp_path, public=True).config, default=str)
+    assert str(tmp_path) not in public and "site-packages" not in public and str(Path.home()) + "/" not in public
+    for opts in ({}, {"allow_download": True}):
+        demo = _demo_blocks(tmp_path, **opts)
+        buttons = [b for b in demo.blocks.values() if isinstance(b, gr.Button) and "Download" in str(b.value)]
+        assert len(buttons) == 3 and not any(b.visible for b in buttons)  # demo mode: never a download
+
+
+def test_cheap_endpoints_are_not_queued(tmp_path):
+    demo = _demo_blocks(tmp_path)
+    queued = {fn.api_name: fn.queue for fn in demo.fns.values() if fn.api_name}
+    for name in ("get_result", "settings_from_video", "extend_prompt", "list_history"):
+        assert queued[name] is False, (name, queued)
+    assert all(queued[f"generate_{t}"] for t in ("t2v", "i2v", "ti2v"))

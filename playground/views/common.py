@@ -1,0 +1,162 @@
+"""What every view shares: the limits, the app options, UI text keys, the request's language and URL,
+and the input components that answer bad values with a clear message."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import gradio as gr
+
+from playground.i18n import lang_from_header
+from playground.request import FIELD_LABELS, InputError, error_text
+
+# The one import of the request limits in the views: switch the source here and every slider,
+# docstring and message follows.
+from playground.request import (  # noqa: I001 - kept apart on purpose
+    LIMITS,
+    DEMO_MAX_SIDE,
+    MAX_FPS,
+    MAX_FRAMES,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_STEPS,
+    MIN_SIDE,
+    SOLVERS,
+)
+
+from .safe import toast
+
+__all__ = [
+    "LIMITS", "DEMO_MAX_SIDE", "MAX_FPS", "MAX_FRAMES", "MAX_SEED", "MAX_SIDE", "MAX_STEPS", "MIN_SIDE", "SOLVERS",
+    "AppOptions", "CheckedImage", "CheckedNumber", "CheckedSlider", "app_url", "input_error", "request_lang",
+    "named", "session_of", "t",
+]
+
+MAX_UPLOAD = "25mb"  # images and the History video upload (launch(max_file_size=...))
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    """How the app is served.
+
+    ``public``: a server anyone can reach (a Hugging Face Space): History shows each visitor only
+    their own results, no server paths appear on the page. ``allow_download``: the operator passed
+    ``--download``, so the Download-weights button is shown. ``upload_root``: Gradio's upload folder;
+    uploads inside it are deleted once used.
+    """
+
+    demo: bool = False
+    any_size: bool = False
+    public: bool = False
+    allow_download: bool = False
+    upload_root: str | None = None
+
+
+_T = gr.I18n()  # keys only; the translations are passed to launch() by app.build_i18n()
+
+
+def t(key: str) -> Any:
+    return _T(key)
+
+
+def request_lang(request: gr.Request | None) -> str:
+    if request is None:
+        return "en"
+    return lang_from_header(request.headers.get("accept-language"))
+
+
+def session_of(request: gr.Request | None) -> str:
+    return (request.session_hash if request is not None else None) or "api"
+
+
+def app_url(request: gr.Request | None) -> str:
+    """The page URL the user sees (for permalinks): the Referer, else the server URL."""
+    if request is None:
+        return "http://127.0.0.1:7860/"
+    referer = request.headers.get("referer")
+    if referer:
+        parts = urlsplit(referer)
+        if parts.scheme in ("http", "https") and parts.netloc:
+            return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    url = str(request.url)
+    cut = url.find("/gradio_api/")
+    return (url[:cut] if cut >= 0 else url.split("?")[0]).rstrip("/") + "/"
+
+
+def input_error(e: InputError, title: str = "Invalid input") -> gr.Error:
+    """An ``InputError`` (field + what is allowed) as the error the user sees."""
+    return gr.Error(toast(error_text(e)), title=title)
+
+
+class CheckedImage(gr.Image):
+    """``gr.Image`` that answers a non-image, corrupt or oversized upload with a clear message.
+
+    Gradio decodes uploads before the handler runs; without this check a text file sent as an
+    image fails inside Gradio with a generic error.
+    """
+
+    is_template = True  # rendered by the frontend as a plain "image" component
+
+    def preprocess(self, payload: Any) -> Any:
+        path = getattr(payload, "path", None)
+        if path:
+            from playground.images import check_image
+
+            try:
+                check_image(path)
+            except InputError as e:
+                raise input_error(e, "Invalid image") from None
+        return super().preprocess(payload)
+
+
+def _checked_number(field: str, payload: Any, minimum: float | None, maximum: float | None) -> float:
+    """``payload`` as a number, or a ``gr.Error`` naming ``field`` and the allowed range.
+
+    Gradio's own checks fail with a generic error on ``"abc"`` or NaN sent over the API. Numeric
+    strings (``"30"``) are accepted.
+    """
+    label = FIELD_LABELS.get(field, field)
+    allowed = f"a number from {minimum:g} to {maximum:g}" if minimum is not None and maximum is not None else "a number"
+    if isinstance(payload, str):
+        try:
+            payload = float(payload.strip())
+        except ValueError:
+            pass
+    if isinstance(payload, bool) or not isinstance(payload, (int, float)):
+        raise gr.Error(toast(f"{label}: {str(payload)[:40]!r} is not a number; use {allowed}"), title="Invalid input")
+    if not math.isfinite(payload):
+        raise gr.Error(toast(f"{label}: {payload} is not a finite number; use {allowed}"), title="Invalid input")
+    if (minimum is not None and payload < minimum) or (maximum is not None and payload > maximum):
+        raise gr.Error(toast(f"{label}: {payload:g} is out of range; use {allowed}"), title="Invalid input")
+    return payload
+
+
+class CheckedSlider(gr.Slider):
+    """``gr.Slider`` whose API value is checked first: a clear message naming the field, not a crash."""
+
+    is_template = True
+    field = ""  # the request field, set by the view after construction (not a frontend prop)
+
+    def preprocess(self, payload: Any) -> Any:
+        return super().preprocess(_checked_number(self.field, payload, self.minimum, self.maximum))
+
+
+class CheckedNumber(gr.Number):
+    """``gr.Number`` (the seed) with the same checks as ``CheckedSlider``; empty stays allowed."""
+
+    is_template = True
+    field = ""
+
+    def preprocess(self, payload: Any) -> Any:
+        if payload is not None:
+            payload = _checked_number(self.field, payload, self.minimum, self.maximum)
+        return super().preprocess(payload)
+
+
+def named(component: Any, field: str) -> Any:
+    """Tell a checked component which request field it holds (for its messages)."""
+    component.field = field
+    return component

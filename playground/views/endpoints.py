@@ -1,0 +1,310 @@
+"""The public API (and MCP tools) of the app: one documented function per endpoint.
+
+Gradio builds the API page and the MCP tool schemas from these signatures and their Google-style
+``Args:`` docstrings. The docstrings name the limits and defaults, which depend on the task's
+``ModelSpec`` and on ``--demo``; ``{placeholders}`` in them are filled by ``document`` when the app
+is built, so the text stays in the functions themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+import gradio as gr
+
+from playground.discovery import WeightsMissing
+from playground.engine import GenerationCancelled, StepInfo
+from playground.history import HistoryEntry, HistoryStore
+from playground.images import discard_upload
+from playground.i18n import tr
+from playground.request import InputError, size_presets
+from playground.share import permalink
+from playground.studio import TASK_UI, Studio
+from wan.configs import ModelSpec
+
+from .cancel import CancelRegistry
+from .common import MAX_FPS, MAX_FRAMES, MAX_SEED, MAX_STEPS, SOLVERS, AppOptions, app_url, input_error, request_lang, session_of
+from .safe import code, toast
+
+__all__ = ["FORM_FIELDS", "GenerateRunner", "default_values", "document", "make_extend_api", "make_generate_endpoints"]
+
+log = logging.getLogger("wan.app")
+
+DEMO_DEFAULTS = {"frame_num": 9, "sampling_steps": 4}  # with the demo sizes: seconds on a CPU
+# The request fields of the generate endpoints (the form of a task tab), in the API's order.
+FORM_FIELDS = ("prompt", "negative_prompt", "size", "frame_num", "fps", "sampling_steps", "shift", "sample_solver",
+               "guide_scale_high", "guide_scale_low", "guide_scale", "seed", "randomize_seed")
+_TASK_TITLES = {
+    "t2v-A14B": "text-to-video with the A14B two-expert MoE model",
+    "i2v-A14B": "image-to-video with the A14B two-expert MoE model: the image is the first frame",
+    "ti2v-5B": "text-to-video or text+image-to-video with the dense TI2V-5B model (720p)",
+}
+
+
+# ------------------------------------------------------------------------------- defaults
+def default_size(spec: ModelSpec, demo: bool) -> str:
+    presets = size_presets(spec, demo=demo)
+    if demo:
+        return presets[0].value
+    landscape = [p for p in presets if p.width > p.height] or presets
+    return max(landscape, key=lambda p: p.width * p.height).value
+
+
+def default_values(spec: ModelSpec, demo: bool) -> dict[str, Any]:
+    """Initial form values: the official ones, or small ones in demo mode (seconds on CPU)."""
+    return {
+        "size": default_size(spec, demo),
+        "frame_num": DEMO_DEFAULTS["frame_num"] if demo else spec.frame_num,
+        "fps": spec.sample_fps,
+        "sampling_steps": DEMO_DEFAULTS["sampling_steps"] if demo else spec.sample_steps,
+    }
+
+
+def doc_values(task: str, spec: ModelSpec, demo: bool) -> dict[str, Any]:
+    """What the generate docstrings fill in: the task, its sizes and defaults, the limits."""
+    d = default_values(spec, demo)
+    gs = spec.guide_scale
+    low, high = (gs["low_noise"], gs["high_noise"]) if spec.moe else (gs["dense"], gs["dense"])
+    return {
+        "task": task, "title": _TASK_TITLES.get(task, task),
+        "sizes": "one of " + ", ".join(p.value for p in size_presets(spec, demo=demo)),
+        "size": d["size"], "frame_num": d["frame_num"], "fps": spec.sample_fps, "sampling_steps": d["sampling_steps"],
+        "shift": f"{spec.sample_shift:g}", "guide_low": f"{low:g}", "guide_high": f"{high:g}",
+        "max_frames": MAX_FRAMES, "max_fps": MAX_FPS, "max_steps": MAX_STEPS, "max_seed": MAX_SEED,
+        "solvers": ", ".join(SOLVERS),
+    }
+
+
+def document(fn: Callable[..., Any], **values: Any) -> Callable[..., Any]:
+    """Fill the ``{placeholders}`` of ``fn``'s docstring (Gradio reads it for the API and MCP docs)."""
+    fn.__doc__ = (fn.__doc__ or "").format(**values)
+    return fn
+
+
+# -------------------------------------------------------------------------------- running
+class GenerateRunner:
+    """Validate, run on the engine (in a worker thread, cancellable), store and answer one request."""
+
+    def __init__(self, studio: Studio, store: HistoryStore, cancels: CancelRegistry, options: AppOptions) -> None:
+        self.studio = studio
+        self.store = store
+        self.cancels = cancels
+        self.options = options
+
+    async def __call__(self, task: str, values: Mapping[str, Any], *, request: gr.Request, progress: gr.Progress,
+                       image: str | None = None, prompt_fields: dict[str, Any] | None = None,
+                       owner: str | None = None) -> tuple[str, int, str, str]:
+        lang = request_lang(request)
+        try:
+            req = self.studio.build_request(task, values, image=image, prompt_fields=prompt_fields)
+        except InputError as e:
+            log.info("invalid input for %s: %s", task, e)  # the user's mistake: one line, no traceback
+            raise input_error(e) from None
+        progress(0, desc=tr("run.queued", lang))
+        with self.cancels.register(session_of(request), task) as cancel:
+            entry = await self._generate(req, lang, progress, cancel, owner)
+        if image and self.options.upload_root:
+            discard_upload(image, self.options.upload_root)  # the store keeps its own copy of the image
+        s = entry.settings
+        status = tr("run.done", lang, seconds=s["elapsed_s"], seed=req.seed, width=s["video"]["width"],
+                    height=s["video"]["height"], frames=s["video"]["frames"], fps=req.fps)
+        return str(entry.video), req.seed, f"{status}\n\n{code(entry.id)}", permalink(app_url(request), entry.id)
+
+    async def _generate(self, req: Any, lang: str, progress: gr.Progress, cancel: Any,
+                        owner: str | None) -> HistoryEntry:
+        def on_step(info: StepInfo) -> None:
+            progress((info.step, info.total), desc=info.describe(lang))
+
+        def on_status(msg_key: str, **fmt: Any) -> None:
+            progress(0, desc=tr(msg_key, lang, **fmt))
+
+        try:
+            return await asyncio.to_thread(self.studio.generate, req, on_step=on_step, on_status=on_status,
+                                           cancel=cancel, owner=owner)
+        except asyncio.CancelledError:
+            cancel.set()  # Cancel button, client disconnect or job.cancel(): stop at the next step
+            raise
+        except GenerationCancelled:
+            log.info("generation cancelled (%s)", req.task)
+            raise gr.Error("Generation cancelled.", title="Cancelled") from None
+        except WeightsMissing as e:
+            log.info("cannot generate %s: weights missing", req.task)
+            raise gr.Error(toast(self._weights_message(req.task, e)), title="Cannot generate") from None
+        except InputError as e:
+            log.info("cannot generate %s: %s", req.task, e)  # e.g. the image vanished: one line
+            raise input_error(e, "Cannot generate") from None
+        except Exception as e:  # a bug or a pipeline error: log it fully, tell the user, keep serving
+            log.exception("generation failed for %s", req.task)
+            raise gr.Error(toast(f"Generation failed: {type(e).__name__}: {e}"), title="Generation failed") from None
+
+    def _weights_message(self, task: str, e: WeightsMissing) -> str:
+        if self.options.public:  # the full message names server folders
+            return f"The {task} weights are not available on this server."
+        return str(e)
+
+
+Run = Callable[..., Awaitable[tuple[str, int, str, str]]]
+
+
+class Endpoint(Protocol):
+    __name__: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Awaitable[tuple[str, int, str, str]]: ...
+
+
+def _form(local_vars: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in local_vars.items() if k in FORM_FIELDS}
+
+
+def make_generate_endpoints(run: Run, specs: Mapping[str, ModelSpec], *, demo: bool) -> dict[str, Endpoint]:
+    """The three generate endpoints (task -> function), documented for ``specs`` and ``demo``."""
+    endpoints = {"t2v-A14B": _t2v(run), "i2v-A14B": _i2v(run), "ti2v-5B": _ti2v(run)}
+    for task, fn in endpoints.items():
+        assert fn.__name__ == TASK_UI[task].api_name  # noqa: S101 - the API names are part of the contract
+        document(fn, **doc_values(task, specs[task], demo))
+    return endpoints
+
+
+def _t2v(run: Run) -> Endpoint:
+    async def generate_t2v(prompt: str, negative_prompt: str, size: str, frame_num: int, fps: int,
+                           sampling_steps: int, shift: float, sample_solver: str, guide_scale_high: float,
+                           guide_scale_low: float, seed: int, randomize_seed: bool, request: gr.Request,
+                           progress: gr.Progress = gr.Progress(), prompt_fields: dict[str, Any] | None = None,
+                           owner: str | None = None):
+        """Generate a video with Wan 2.2 {task}: {title}.
+
+        Args:
+            prompt: what the video shows (English or Chinese): subject, scene, motion, light, camera; use extend_prompt to turn a short idea into a detailed prompt.
+            negative_prompt: what to avoid; default: the official Wan 2.2 negative prompt (Chinese).
+            size: the video size as a 'W*H' string, {sizes}. Default {size}.
+            frame_num: number of frames, 4n+1 between 1 and {max_frames} (e.g. 81). Default {frame_num}.
+            fps: frames per second of the mp4, 1 to {max_fps}. Default {fps}.
+            sampling_steps: denoising steps, 1 to {max_steps}; more is slower and sharper. Default {sampling_steps}.
+            shift: noise-schedule shift of the flow-matching sampler. Default {shift}.
+            sample_solver: the sampler: {solvers}. Default unipc.
+            guide_scale_high: classifier-free guidance of the high-noise expert (early steps: layout, motion). Default {guide_high}.
+            guide_scale_low: classifier-free guidance of the low-noise expert (late steps: detail). Default {guide_low}.
+            seed: random seed, 0 to {max_seed} (-1: random); used only when randomize_seed is false.
+            randomize_seed: pick a random seed (the seed used is returned). Default true.
+
+        Returns:
+            the mp4
+            the seed actually used
+            a status line with the time taken and the result id
+            the result's permalink (?gen=<id>)
+        """
+        return await run("t2v-A14B", _form(locals()), request=request, progress=progress,
+                         prompt_fields=prompt_fields, owner=owner)
+    return generate_t2v
+
+
+def _i2v(run: Run) -> Endpoint:
+    async def generate_i2v(prompt: str, negative_prompt: str, size: str, frame_num: int, fps: int,
+                           sampling_steps: int, shift: float, sample_solver: str, guide_scale_high: float,
+                           guide_scale_low: float, seed: int, randomize_seed: bool, request: gr.Request,
+                           progress: gr.Progress = gr.Progress(), prompt_fields: dict[str, Any] | None = None,
+                           owner: str | None = None, image: str | None = None):
+        """Generate a video with Wan 2.2 {task}: {title}.
+
+        Args:
+            prompt: what the video shows (English or Chinese): subject, scene, motion, light, camera; use extend_prompt to turn a short idea into a detailed prompt.
+            negative_prompt: what to avoid; default: the official Wan 2.2 negative prompt (Chinese).
+            size: the video size as a 'W*H' string, {sizes}. Default {size}.
+            frame_num: number of frames, 4n+1 between 1 and {max_frames} (e.g. 81). Default {frame_num}.
+            fps: frames per second of the mp4, 1 to {max_fps}. Default {fps}.
+            sampling_steps: denoising steps, 1 to {max_steps}; more is slower and sharper. Default {sampling_steps}.
+            shift: noise-schedule shift of the flow-matching sampler. Default {shift}.
+            sample_solver: the sampler: {solvers}. Default unipc.
+            guide_scale_high: classifier-free guidance of the high-noise expert (early steps: layout, motion). Default {guide_high}.
+            guide_scale_low: classifier-free guidance of the low-noise expert (late steps: detail). Default {guide_low}.
+            seed: random seed, 0 to {max_seed} (-1: random); used only when randomize_seed is false.
+            randomize_seed: pick a random seed (the seed used is returned). Default true.
+            image: the first frame (PNG, JPEG or WebP, at most 25 MB); required. The video keeps the image's aspect ratio at about the pixel area of size.
+
+        Returns:
+            the mp4
+            the seed actually used
+            a status line with the time taken and the result id
+            the result's permalink (?gen=<id>)
+        """
+        return await run("i2v-A14B", _form(locals()), request=request, progress=progress, image=image,
+                         prompt_fields=prompt_fields, owner=owner)
+    return generate_i2v
+
+
+def _ti2v(run: Run) -> Endpoint:
+    async def generate_ti2v(prompt: str, negative_prompt: str, size: str, frame_num: int, fps: int,
+                            sampling_steps: int, shift: float, sample_solver: str, guide_scale: float, seed: int,
+                            randomize_seed: bool, request: gr.Request, progress: gr.Progress = gr.Progress(),
+                            prompt_fields: dict[str, Any] | None = None, owner: str | None = None,
+                            image: str | None = None):
+        """Generate a video with Wan 2.2 {task}: {title}.
+
+        Args:
+            prompt: what the video shows (English or Chinese): subject, scene, motion, light, camera; use extend_prompt to turn a short idea into a detailed prompt.
+            negative_prompt: what to avoid; default: the official Wan 2.2 negative prompt (Chinese).
+            size: the video size as a 'W*H' string, {sizes}. Default {size}.
+            frame_num: number of frames, 4n+1 between 1 and {max_frames} (e.g. 81). Default {frame_num}.
+            fps: frames per second of the mp4, 1 to {max_fps}. Default {fps}.
+            sampling_steps: denoising steps, 1 to {max_steps}; more is slower and sharper. Default {sampling_steps}.
+            shift: noise-schedule shift of the flow-matching sampler. Default {shift}.
+            sample_solver: the sampler: {solvers}. Default unipc.
+            guide_scale: classifier-free guidance scale. Default {guide_high}.
+            seed: random seed, 0 to {max_seed} (-1: random); used only when randomize_seed is false.
+            randomize_seed: pick a random seed (the seed used is returned). Default true.
+            image: optional first frame (PNG, JPEG or WebP, at most 25 MB); leave empty for text-to-video.
+
+        Returns:
+            the mp4
+            the seed actually used
+            a status line with the time taken and the result id
+            the result's permalink (?gen=<id>)
+        """
+        return await run("ti2v-5B", _form(locals()), request=request, progress=progress, image=image,
+                         prompt_fields=prompt_fields, owner=owner)
+    return generate_ti2v
+
+
+# ----------------------------------------------------------------------------- extension
+def _check_extend_args(prompt: Any, task: Any, lang: Any, has_image: Any) -> None:
+    """The extend_prompt arguments' types and values, with a message naming the argument."""
+    if prompt is not None and not isinstance(prompt, str):
+        raise gr.Error(f"prompt: must be text (the short prompt to extend), not {type(prompt).__name__}",
+                       title="Invalid input")
+    if not (prompt or "").strip():
+        raise gr.Error("prompt: is empty", title="Empty prompt")
+    if not isinstance(task, str) or task not in TASK_UI:
+        raise gr.Error(toast(f"task: {task!r} is not one of {', '.join(TASK_UI)}"), title="Invalid input")
+    if lang not in ("en", "zh"):
+        raise gr.Error(toast(f"lang: {lang!r} is not one of en, zh"), title="Invalid input")
+    if not isinstance(has_image, bool):
+        raise gr.Error(toast(f"has_image: {has_image!r} is not true or false"), title="Invalid input")
+
+
+def make_extend_api(extender: Any) -> Callable[..., str]:
+    def extend_prompt(prompt: str, task: str = "t2v-A14B", lang: str = "en", has_image: bool = False) -> str:
+        """Extend a short video prompt into a detailed one in the Wan 2.2 prompt-extension style (subject, scene, motion, light, camera); use the result as the prompt of a generate tool.
+
+        Args:
+            prompt: the short prompt to extend, e.g. "a red fox in the snow".
+            task: the model the prompt is for: "t2v-A14B" (text-to-video), "i2v-A14B" (image-to-video) or "ti2v-5B" (text or text + image).
+            lang: the language of the extended prompt: "en" (English) or "zh" (Chinese).
+            has_image: true if the video will start from an input image (i2v-A14B, or ti2v-5B with an image); the prompt then describes motion and camera rather than the scene. Default false.
+
+        Returns:
+            the extended prompt
+        """
+        _check_extend_args(prompt, task, lang, has_image)
+        try:
+            result = extender.extend(prompt, task=task, lang=lang, has_image=has_image)
+        except ValueError as e:
+            log.info("extend_prompt refused: %s", e)
+            raise gr.Error(toast(f"Prompt extension: {e}"), title="Invalid input") from None
+        if not result.ok:
+            raise gr.Error(toast(f"Prompt extension failed ({result.backend}): {result.warning}"),
+                           title="Extension failed")
+        return str(result.prompt)
+    return extend_prompt

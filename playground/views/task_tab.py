@@ -1,0 +1,412 @@
+"""One task tab (T2V, I2V, TI2V): its components and its handlers.
+
+Left: image, prompt, Generate/Cancel, the prompt assistant. Right: the result, the settings, the
+weights. The generate endpoint itself is in ``endpoints``; the tab wires it to its form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import gradio as gr
+
+from playground import assistant
+from playground.discovery import WeightsMissing
+from playground.engine import Engine
+from playground.history import HistoryEntry, HistoryStore
+from playground.i18n import tr
+from playground.request import InputError, closest_preset, parse_size, size_presets
+from playground.studio import TASK_UI, form_values_from_settings
+from playground.zerogpu import estimate_gpu_seconds, max_duration, on_zero_gpu
+from wan.configs import ModelSpec
+
+from .cancel import CancelRegistry
+from .common import (
+    DEMO_MAX_SIDE,
+    LIMITS,
+    MAX_FPS,
+    MAX_FRAMES,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_STEPS,
+    MIN_SIDE,
+    SOLVERS,
+    AppOptions,
+    CheckedImage,
+    CheckedNumber,
+    CheckedSlider,
+    named,
+    request_lang,
+    session_of,
+    t,
+)
+from .endpoints import Endpoint, default_values
+from .safe import code, md, toast
+
+__all__ = ["TAB_KEYS", "TaskView", "estimate_text"]
+
+TAB_KEYS = {"t2v-A14B": "tab.t2v", "i2v-A14B": "tab.i2v", "ti2v-5B": "tab.ti2v"}
+
+
+def estimate_text(task: str, size: str, frames: float, fps: float, steps: float, *, demo: bool,
+                  lang: str = "en") -> str:
+    """``"81 frames @ 16 fps = 5.1 s of video · estimated GPU time ≈ 950 s (H100-class, bf16)"`` in
+    ``lang`` (no GPU estimate in demo mode); empty while a field holds an invalid value."""
+    try:
+        w, h = parse_size(size)
+        n, f = int(frames), max(int(fps), 1)
+        secs = None if demo else estimate_gpu_seconds(task, int(steps), n, w, h)
+    except (InputError, ValueError, TypeError):
+        return ""  # the form shows the invalid field; Generate names it
+    parts = [tr("estimate.video", lang, frames=n, fps=f, seconds=f"{n / f:.1f}")]
+    if secs is not None:
+        parts.append(tr("estimate.gpu", lang, seconds=secs))
+        if on_zero_gpu() and secs > max_duration():
+            parts.append(tr("estimate.over_zerogpu", lang, limit=max_duration()))
+    return " · ".join(parts)
+
+
+def summary(settings: Mapping[str, Any]) -> str:
+    """The status line of a restored result (stored settings or mp4 metadata: shown escaped)."""
+    v = settings.get("video") if isinstance(settings.get("video"), Mapping) else {}
+    line = (f"{settings.get('task')} · seed {settings.get('seed')} · {v.get('width')}×{v.get('height')} · "
+            f"{v.get('frames')} frames @ {v.get('fps')} fps · {settings.get('sampling_steps')} steps")
+    return f"{md(line)}\n\n{code(settings.get('id', ''))}"
+
+
+class TaskView:
+    """The components of one task tab, addressed by name (never by position), and its handlers."""
+
+    def __init__(self, task: str, engine: Engine, store: HistoryStore, cancels: CancelRegistry,
+                 options: AppOptions) -> None:
+        self.task = task
+        self.store = store
+        self.ui = TASK_UI[task]
+        self.spec: ModelSpec = engine.spec(task)
+        self.engine = engine
+        self.cancels = cancels
+        self.options = options
+        self.form: dict[str, Any] = {}      # request fields: prompt, size, seed, ...
+        self.assist: dict[str, Any] = {}    # prompt-assistant fields
+        self.image: CheckedImage | None = None
+
+    # ------------------------------------------------------------------------------ build
+    def build(self) -> TaskView:
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3, elem_classes=["inputs"]):
+                self._build_inputs()
+                self._build_assistant()
+                with gr.Accordion(t("field.negative_prompt"), open=False):
+                    self.form["negative_prompt"] = gr.Textbox(
+                        value=self.spec.negative_prompt, show_label=False, lines=3, elem_classes=["negative"]
+                    )
+            with gr.Column(scale=2, elem_classes=["outputs"]):
+                self._build_outputs()
+                self._build_settings()
+                with gr.Accordion(t("section.model"), open=self.engine.demo):
+                    self.weights = gr.Markdown(self.weights_text(), elem_classes=["weights"])
+                    self.download_btn = gr.Button(t("btn.download"), size="sm",
+                                                  visible=self.options.allow_download and not self.engine.demo)
+        return self
+
+    def _build_inputs(self) -> None:
+        if self.ui.image_allowed:
+            self.image = CheckedImage(
+                type="filepath", label=t("field.image" if self.ui.image_required else "field.image_optional"),
+                sources=["upload", "clipboard"], height=240, elem_classes=["input-image"],
+            )
+        self.form["prompt"] = gr.Textbox(
+            label=t("field.prompt"), placeholder=t("field.prompt_placeholder"), lines=3, elem_classes=["prompt"]
+        )
+        with gr.Row():
+            self.generate_btn = gr.Button(t("btn.generate"), variant="primary", elem_classes=["generate"], scale=3)
+            self.cancel_btn = gr.Button(t("btn.cancel"), variant="stop", elem_classes=["cancel"], scale=1)
+        d = default_values(self.spec, self.engine.demo)
+        self.estimate_md = gr.Markdown(  # English here; demo.load and every change write the browser's language
+            estimate_text(self.task, d["size"], d["frame_num"], d["fps"], d["sampling_steps"], demo=self.engine.demo),
+            elem_classes=["estimate"],
+        )
+
+    def _build_assistant(self) -> None:
+        modes = [(t("assistant.mode_basic"), "basic"), (t("assistant.mode_advanced"), "advanced")]
+        if self.ui.image_allowed:
+            modes.append((t("assistant.mode_i2v"), "i2v"))
+        with gr.Accordion(t("section.assistant"), open=True, elem_classes=["assistant"]):
+            self.examples = gr.Dropdown(
+                [(ex["title"], i) for i, ex in enumerate(assistant.examples(self.task))],
+                value=None, label=t("assistant.examples"), elem_classes=["examples"],
+            )
+            with gr.Row():
+                self.assist_mode = gr.Radio(modes, value="i2v" if self.ui.image_required else "advanced",
+                                            label=t("assistant.mode"), scale=3)
+                self.assist_lang = gr.Radio([("English", "en"), ("中文", "zh")], value="en",
+                                            label=t("assistant.lang"), scale=1)
+            for name, desc in (("subject", "subject_desc"), ("scene", "scene_desc"), ("motion", "motion_desc")):
+                with gr.Row():
+                    self.assist[name] = gr.Textbox(label=t(f"assistant.{name}"), max_lines=1, scale=1,
+                                                   elem_classes=[f"f-{name}"])
+                    self.assist[desc] = gr.Textbox(label=t(f"assistant.{desc}"), max_lines=2, scale=2,
+                                                   elem_classes=[f"f-{desc}"])
+            self._build_aesthetics()
+            self.preview = gr.Textbox(label=t("assistant.preview"), lines=3, interactive=False,
+                                      elem_classes=["preview"], buttons=["copy"])
+            self.assist_note = gr.Markdown(elem_classes=["assist-note"])
+            self.prompt_fields = gr.State(None)  # the assistant fields of the last preview
+            with gr.Row():
+                self.use_btn = gr.Button(t("assistant.use"), variant="secondary", elem_classes=["use-prompt"])
+                self.extend_btn = gr.Button(t("assistant.extend"), variant="secondary", elem_classes=["extend-prompt"])
+
+    def _build_aesthetics(self) -> None:
+        groups = assistant.aesthetic_groups()
+        none = ("—", assistant.NONE_CHOICE)
+        with gr.Accordion(t("assistant.aesthetics"), open=True, elem_classes=["aesthetics"]):
+            for i in range(0, len(groups), 4):
+                with gr.Row():
+                    for g in groups[i : i + 4]:
+                        self.assist[g] = gr.Dropdown(
+                            [none, *((t(k), v) for k, v in assistant.group_choices(g))], value=assistant.NONE_CHOICE,
+                            label=t(assistant.group_key(g)), elem_classes=[f"g-{g}"], min_width=160,
+                        )
+            with gr.Row():
+                style = assistant.STYLE_GROUP
+                self.assist["style"] = gr.Dropdown(
+                    [none, *((t(k), v) for k, v in assistant.group_choices(style))], value=assistant.NONE_CHOICE,
+                    label=t(assistant.group_key(style)), elem_classes=["g-style"],
+                )
+                self.assist["fixed_camera"] = gr.Checkbox(False, label=t("assistant.fixed_camera"))
+
+    def _build_outputs(self) -> None:
+        self.video = gr.Video(label=t("out.video"), format="mp4", interactive=False, autoplay=True, loop=True,
+                              buttons=["download"], elem_classes=["result-video"])
+        self.status = gr.Markdown(elem_classes=["status"])
+        with gr.Row(equal_height=True):
+            # hidden until there is a result: the frontend shows an empty gr.Number as 0
+            self.used_seed = gr.Number(None, label=t("out.used_seed"), precision=0, interactive=False, visible=False,
+                                       elem_classes=["used-seed"], scale=1)
+            self.link = gr.Textbox(label=t("out.permalink"), interactive=False, max_lines=1, buttons=["copy"],
+                                   elem_classes=["permalink"], scale=3)
+        # on a public server no icon: Gradio's default icon is a file path of the server in /config
+        icon = {"icon": None} if self.options.public else {}
+        gr.DeepLinkButton(t("out.share"), copied_value="✓", size="sm", **icon)
+
+    def _size_info(self) -> str | None:
+        if not self.options.any_size:
+            return None
+        if self.options.demo:
+            return f"demo: any W*H, multiples of {self.spec.size_multiple}, {MIN_SIDE}–{DEMO_MAX_SIDE} px per side"
+        return f"any W*H, multiples of {self.spec.size_multiple}, {MIN_SIDE}–{MAX_SIDE} px per side"
+
+    def _build_settings(self) -> None:
+        spec, f, demo = self.spec, self.form, self.engine.demo
+        d = default_values(spec, demo)
+        with gr.Accordion(t("section.settings"), open=True, elem_classes=["settings"]):
+            with gr.Row():
+                f["size"] = gr.Dropdown([(p.label, p.value) for p in size_presets(spec, demo=demo)], value=d["size"],
+                                        label=t("field.size"), allow_custom_value=True, info=self._size_info(),
+                                        elem_classes=["size"])
+                f["frame_num"] = CheckedSlider(1, MAX_FRAMES, value=d["frame_num"], step=4, label=t("field.frames"),
+                                               elem_classes=["frames"])
+            with gr.Row():
+                f["fps"] = CheckedSlider(1, MAX_FPS, value=d["fps"], step=1, label=t("field.fps"), elem_classes=["fps"])
+                f["sampling_steps"] = CheckedSlider(1, MAX_STEPS, value=d["sampling_steps"], step=1,
+                                                    label=t("field.steps"), elem_classes=["steps"])
+            with gr.Row():
+                f["shift"] = CheckedSlider(LIMITS.shift.lo, LIMITS.shift.hi, value=spec.sample_shift, step=0.5,
+                                           label=t("field.shift"))
+                f["sample_solver"] = gr.Dropdown(list(SOLVERS), value="unipc", label=t("field.solver"))
+            with gr.Row():
+                g = LIMITS.guide_scale
+                for name, expert, label in (("guide_scale_high", "high_noise", "field.guidance_high"),
+                                            ("guide_scale_low", "low_noise", "field.guidance_low"),
+                                            ("guide_scale", "dense", "field.guidance")):
+                    if expert in spec.guide_scale:
+                        f[name] = CheckedSlider(g.lo, g.hi, value=spec.guide_scale[expert], step=g.step,
+                                                label=t(label))
+            with gr.Row(equal_height=True):
+                f["seed"] = CheckedNumber(-1, label=t("field.seed"), precision=0, minimum=-1, maximum=MAX_SEED,
+                                          elem_classes=["seed"])
+                f["randomize_seed"] = gr.Checkbox(True, label=t("field.randomize"), elem_classes=["randomize"])
+        for name, comp in f.items():
+            if isinstance(comp, (CheckedSlider, CheckedNumber)):
+                named(comp, name)
+
+    def weights_text(self) -> str:
+        """Where the weights are; on a public server only whether they are there (no server paths)."""
+        status = self.engine.weights(self.task)
+        if not self.options.public:
+            return md(status.detail)
+        if status.demo:
+            return md(f"{self.task}: DEMO — tiny random weights; the output is noise, only the UI flow is real")
+        return md(f"{self.task}: weights found" if status.ready else f"{self.task}: weights not installed")
+
+    def restorable(self) -> list[Any]:
+        """Every component ``restore_updates`` and ``prefill_updates`` may write."""
+        comps = [*self.form.values(), *self.assist.values(), self.assist_mode, self.assist_lang, self.preview,
+                 self.prompt_fields, self.video, self.used_seed, self.status, self.link]
+        return comps + ([self.image] if self.image is not None else [])
+
+    # ---------------------------------------------------------------------------- wiring
+    def wire(self, demo: gr.Blocks, endpoint: Endpoint, *, owner: Any, extender: Any,
+             on_result: Callable[[Any], None]) -> None:
+        """Connect the tab's events; ``on_result(event)`` chains what follows a new result (History)."""
+        self.extender = extender
+        gen_inputs = {**self.form, "prompt_fields": self.prompt_fields, "owner": owner}
+        if self.image is not None:
+            gen_inputs["image"] = self.image
+        gen_event = self.generate_btn.click(
+            endpoint, inputs_kwargs=gen_inputs, outputs=[self.video, self.used_seed, self.status, self.link],
+            api_name=self.ui.api_name, concurrency_id="gpu", concurrency_limit=1,
+        )
+        on_result(gen_event)
+        gen_event.success(lambda: gr.Number(visible=True), outputs=self.used_seed, api_visibility="private",
+                          queue=False, show_progress="hidden")
+        if self.image is not None:
+            gen_event.success(self.keep_image, inputs=self.link, outputs=self.image, queue=False,
+                              api_visibility="private", show_progress="hidden")
+            self.image.upload(self.size_from_image, inputs=self.image, outputs=self.form["size"], queue=False,
+                              api_visibility="private")
+        self.cancel_btn.click(self.cancel, cancels=[gen_event], queue=False, api_visibility="private")
+        self._wire_assistant()
+        estimate_inputs = [self.form[k] for k in ("size", "frame_num", "fps", "sampling_steps")]
+        gr.on([demo.load, *(c.change for c in estimate_inputs)], self.estimate, inputs=estimate_inputs,
+              outputs=self.estimate_md, queue=False, show_progress="hidden", api_visibility="private")
+        self.download_btn.click(self.download, outputs=self.weights, concurrency_id="gpu", api_visibility="private")
+
+    def _wire_assistant(self) -> None:
+        gr.on(
+            [c.change for c in (self.assist_mode, self.assist_lang, *self.assist.values())], self.preview_prompt,
+            inputs=[self.assist_mode, self.assist_lang], inputs_kwargs=dict(self.assist),
+            outputs=[self.preview, self.prompt_fields, self.assist_note], queue=False, show_progress="hidden",
+            trigger_mode="always_last", api_visibility="private",
+        )
+        self.examples.input(self.use_example, inputs=self.examples,
+                            outputs=[self.form["prompt"], self.assist_mode, self.assist_lang, *self.assist.values()],
+                            queue=False, api_visibility="private")
+        self.use_btn.click(lambda text: text if text else gr.skip(), inputs=self.preview, outputs=self.form["prompt"],
+                           queue=False, api_visibility="private")
+        extend_inputs = [self.preview, self.form["prompt"], self.assist_lang]
+        extend_inputs += [self.image] if self.image is not None else []
+        # the offline extender is a quick CPU rewrite: off the queue; an LLM backend waits in its own line
+        cheap = getattr(self.extender, "name", "") == "offline"
+        self.extend_btn.click(self.extend, inputs=extend_inputs, outputs=self.form["prompt"], queue=not cheap,
+                              concurrency_id="llm", api_visibility="private")
+
+    # --------------------------------------------------------------------------- handlers
+    def cancel(self, request: gr.Request) -> None:
+        self.cancels.cancel(session_of(request), self.task)
+
+    def preview_prompt(self, mode: str, lang: str, request: gr.Request, **values: Any) -> tuple[Any, Any, Any]:
+        """The built prompt, the fields to store with it, and notes: contradictory choices
+        (the builder keeps one of each pair) and what the chosen formula leaves out."""
+        ui_lang = request_lang(request)
+        try:
+            text, fields = assistant.build_preview(values, mode, lang)
+            notes = assistant.conflicts(values, "zh" if ui_lang == "zh" else "en")
+            notes += assistant.mode_notes(values, mode, ui_lang)
+        except (ValueError, KeyError) as e:
+            gr.Warning(toast(f"Prompt assistant: {e}"))
+            return gr.skip(), gr.skip(), f"⚠ {md(e)}"
+        return text, fields, "\n\n".join(f"⚠ {n}" for n in notes)
+
+    def use_example(self, index: int | None, request: gr.Request) -> Any:
+        """Fill the prompt and the assistant from the chosen example."""
+        examples = assistant.examples(self.task)
+        if index is None or not 0 <= int(index) < len(examples):
+            return gr.skip()
+        ex = examples[int(index)]
+        updates: dict[Any, Any] = {self.form["prompt"]: ex["prompt"]}
+        if ex.get("image"):
+            gr.Info(tr("assistant.example_image", request_lang(request)))
+        updates.update(self._assist_updates(ex.get("fields") or {}))
+        if ex.get("mode") in ("basic", "advanced") or (ex.get("mode") == "i2v" and self.ui.image_allowed):
+            updates[self.assist_mode] = ex["mode"]
+        if ex.get("lang") in ("en", "zh"):
+            updates[self.assist_lang] = ex["lang"]
+        return updates
+
+    def extend(self, preview_text: str, prompt: str, lang: str, image: str | None = None) -> Any:
+        text = (prompt or "").strip() or (preview_text or "").strip()
+        if not text:
+            raise gr.Error("Prompt: nothing to extend; type a prompt or fill the assistant first", title="Empty prompt")
+        try:
+            result = self.extender.extend(text, task=self.task, lang=lang, has_image=bool(image))
+        except ValueError as e:  # input the extender refuses (e.g. too long): say why
+            raise gr.Error(toast(f"Prompt extension: {e}"), title="Cannot extend") from None
+        if result.warning:
+            gr.Warning(toast(f"Prompt extension ({result.backend}): {result.warning}"))
+        if not result.ok:
+            return gr.skip()
+        gr.Info(toast(f"Prompt extended with the {result.backend} backend."))
+        return result.prompt
+
+    def estimate(self, size: str, frames: float, fps: float, steps: float, request: gr.Request) -> str:
+        return estimate_text(self.task, size, frames, fps, steps, demo=self.engine.demo, lang=request_lang(request))
+
+    def size_from_image(self, path: str | None) -> Any:
+        if not path:
+            return gr.skip()
+        from playground.images import check_image
+
+        try:
+            w, h = check_image(path)
+        except InputError as e:
+            gr.Warning(toast(str(e)))
+            return gr.skip()
+        return closest_preset(size_presets(self.spec, demo=self.engine.demo), w, h).value
+
+    def keep_image(self, link: str) -> Any:
+        """After a result, show its stored input image: the upload itself is deleted once used."""
+        gen_id = (link or "").rpartition("?gen=")[2]
+        try:
+            path = self.store.image_path(gen_id)
+        except ValueError:
+            return gr.skip()
+        return str(path) if path.is_file() else gr.skip()
+
+    def download(self, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> str:
+        if not self.options.allow_download:
+            raise gr.Error("Downloads are off on this server (start it with --download).", title="Download off")
+        try:
+            self.engine.download(self.task, progress=lambda msg: progress(0, desc=msg))
+        except WeightsMissing as e:
+            raise gr.Error(toast(str(e)), title="Download failed") from None
+        return self.weights_text()
+
+    # ---------------------------------------------------------------------------- restore
+    def _assist_updates(self, fields: Mapping[str, Any]) -> dict[Any, Any]:
+        return {self.assist[name]: value for name, value in assistant.values_from_fields(fields).items()
+                if name in self.assist}
+
+    def restore_updates(self, settings: Mapping[str, Any], *, entry: HistoryEntry | None, video: str | None,
+                        link: str | None = None) -> dict[Any, Any]:
+        """Component updates that put a stored result (or an mp4's settings) back into this tab."""
+        updates: dict[Any, Any] = {self.form[name]: value for name, value in form_values_from_settings(settings).items()
+                                   if name in self.form}
+        fields = settings.get("prompt_fields")
+        if isinstance(fields, Mapping):
+            updates.update(self._assist_updates(fields))
+            if fields.get("mode"):
+                updates[self.assist_mode] = fields["mode"]
+            if fields.get("lang"):
+                updates[self.assist_lang] = fields["lang"]
+        if self.image is not None:
+            updates[self.image] = str(entry.image) if entry is not None and entry.image else None
+        if video is not None:
+            updates[self.video] = video
+            updates[self.used_seed] = gr.Number(settings.get("seed"), visible=True)
+            updates[self.status] = summary(settings)
+            updates[self.link] = link or ""
+        return updates
+
+    def prefill_updates(self, prefill: Mapping[str, Any], problems: list[str]) -> dict[Any, Any]:
+        """Updates from a pre-fill link's values; what is not a setting of this tab goes to ``problems``."""
+        updates: dict[Any, Any] = {}
+        for name, value in prefill.items():
+            if name in self.form:
+                updates[self.form[name]] = value
+            else:
+                problems.append(f"{name}: not a setting of the {self.task} tab")
+        if "seed" in prefill:
+            updates[self.form["randomize_seed"]] = False
+        return updates
