@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from prompting import FIXED_CAMERA, MODE_GROUPS, MODE_TEXT_FIELDS, STYLE_GROUP, TEXT_FIELDS
-
-from .i18n import KO_VOCAB
+from prompting.vocabulary import LABEL_LANGS
 
 __all__ = [
     "FIXED_CAMERA",
@@ -65,21 +64,16 @@ def group_choices(group: str) -> list[tuple[str, str]]:
 
 
 def vocab_translations() -> dict[str, dict[str, str]]:
-    """I18n entries for every group and term label: en and zh from the vocabulary, ko from ``KO_VOCAB``."""
+    """I18n entries for every group and term label, en / ko / zh, all from the vocabulary (by id)."""
     import prompting
 
     vocab = _vocab()
-    out: dict[str, dict[str, str]] = {"en": {}, "ko": {}, "zh": {}}
-    for group in prompting.GROUPS:
-        en = vocab.group_label(group, "en")
-        out["en"][group_key(group)] = en
-        out["zh"][group_key(group)] = vocab.group_label(group, "zh")
-        out["ko"][group_key(group)] = KO_VOCAB.get(en, en)
-        zh_labels = dict((tid, label) for label, tid in vocab.choices(group, "zh"))
-        for label, term_id in vocab.choices(group, "en"):
-            out["en"][term_key(term_id)] = label
-            out["zh"][term_key(term_id)] = zh_labels.get(term_id, label)
-            out["ko"][term_key(term_id)] = KO_VOCAB.get(label, label)
+    out: dict[str, dict[str, str]] = {lang: {} for lang in LABEL_LANGS}
+    for lang in LABEL_LANGS:
+        for group in prompting.GROUPS:
+            out[lang][group_key(group)] = vocab.group_label(group, lang)
+            for label, term_id in vocab.choices(group, lang):
+                out[lang][term_key(term_id)] = label
     return out
 
 
@@ -146,14 +140,13 @@ def mode_notes(values: Mapping[str, Any], mode: str, lang: str = "en") -> list[s
     left_out = [tr(f"assistant.{name}", lang) for name in TEXT_FIELDS
                 if name not in used_text and getattr(fields, name).strip()]
     vocab = _vocab()
-    label_lang = "zh" if lang == "zh" else "en"
+    label_lang = lang if lang in LABEL_LANGS else "en"
     chosen = dict(fields.aesthetics)
     if fields.style:
         chosen[STYLE_GROUP] = fields.style
     for group, term_id in chosen.items():
         if group not in used_groups:
-            label = vocab.label(term_id, label_lang)
-            left_out.append(KO_VOCAB.get(label, label) if lang == "ko" else label)
+            left_out.append(vocab.label(term_id, label_lang))
     if not left_out:
         return []
     mode_label = tr(f"assistant.mode_{mode}", lang).split(":")[0].split("：")[0]

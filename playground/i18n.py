@@ -2,8 +2,8 @@
 
 ``STRINGS[lang][key]`` feeds ``gr.I18n`` (the browser picks the language); ``tr(key, lang)`` is for
 text the server writes at run time (progress, status lines), with the language taken from the
-request's ``Accept-Language`` header. Vocabulary labels (lighting, shot size, ...) come from the
-``prompting`` vocabulary in English and Chinese; Korean labels are below, keyed by the English term.
+request's ``Accept-Language`` header. Vocabulary labels (lighting, shot size, ...) are not here: they
+come from the ``prompting`` vocabulary (``presets/vocabulary.json``), en / ko / zh keyed by term id.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-__all__ = ["DEFAULT_LANG", "KO_VOCAB", "LANGS", "STRINGS", "lang_from_header", "tr"]
+__all__ = ["DEFAULT_LANG", "LANGS", "STRINGS", "lang_from_header", "tr"]
 
 LANGS = ("en", "ko", "zh")
 DEFAULT_LANG = "en"
@@ -97,7 +97,7 @@ _EN = {
 
 _KO = {
     "app.title": "Wan 2.2 플레이그라운드",
-    "app.subtitle": "공식 프롬프트 공식으로 텍스트→비디오, 이미지→비디오, TI2V-5B 720p를 생성합니다.",
+    "app.subtitle": "공식 프롬프트 작성법으로 텍스트→비디오, 이미지→비디오, TI2V-5B 720p를 생성합니다.",
     "app.demo_badge": "데모 모드 · 작은 무작위 가중치: 영상은 노이즈입니다. 대기열, 진행률, 기록, 공유 링크는 실제로 동작합니다.",
     "tab.t2v": "텍스트→비디오 (A14B)",
     "tab.i2v": "이미지→비디오 (A14B)",
@@ -108,7 +108,7 @@ _KO = {
     "field.prompt": "프롬프트",
     "field.prompt_placeholder": "영상을 설명하세요: 피사체, 장면, 움직임, 카메라, 조명…",
     "field.negative_prompt": "네거티브 프롬프트",
-    "section.assistant": "프롬프트 도우미 (공식 공식)",
+    "section.assistant": "프롬프트 도우미 (공식 작성법)",
     "assistant.mode": "공식",
     "assistant.mode_basic": "기본: 피사체 + 장면 + 움직임",
     "assistant.mode_advanced": "고급: + 미적 요소 + 스타일",
@@ -249,145 +249,6 @@ _ZH = {
     "estimate.video": "{frames} 帧 @ {fps} fps = {seconds} 秒视频",
     "estimate.gpu": "预计 GPU 时间 ≈ {seconds} 秒（H100 级，bf16）",
     "estimate.over_zerogpu": "超过 ZeroGPU 上限 {limit} 秒：请减少步数、帧数或分辨率",
-}
-
-# Korean labels of the official vocabulary (groups and terms), keyed by the English label.
-KO_VOCAB: dict[str, str] = {
-    # groups
-    "Light source": "광원",
-    "Lighting type (quality / direction / contrast)": "조명 유형 (질감 / 방향 / 대비)",
-    "Lighting type": "조명 유형",
-    "Time of day": "시간대",
-    "Shot size": "샷 크기",
-    "Composition": "구도",
-    "Lens focal length": "렌즈 초점거리",
-    "Camera angle": "카메라 앵글",
-    "Shot type (people framing)": "샷 유형 (인물 구성)",
-    "Shot type": "샷 유형",
-    "Color tone": "색조",
-    "Motion (sports / actions)": "동작 (스포츠 / 행동)",
-    "Character emotion": "인물 감정",
-    "Basic camera movement": "기본 카메라 무빙",
-    "Advanced camera movement": "고급 카메라 무빙",
-    "Visual style": "시각 스타일",
-    "Special effect shots": "특수 효과 촬영",
-    # light source
-    "Daylight": "주광(자연광)",
-    "Artificial lighting": "인공 조명",
-    "Moonlight": "달빛",
-    "Practical lighting": "프랙티컬 조명",
-    "Firelight": "불빛",
-    "Fluorescent lighting": "형광등 조명",
-    "Overcast lighting": "흐린 날 조명",
-    "Mixed lighting": "혼합 조명",
-    "Sunny lighting": "맑은 날 햇빛",
-    # lighting type
-    "Soft lighting": "부드러운 조명",
-    "Hard lighting": "강한 조명",
-    "Top lighting": "탑 조명",
-    "Side lighting": "측면 조명",
-    "Backlighting": "역광",
-    "Underlighting": "아래 조명",
-    "Edge lighting": "윤곽 조명",
-    "Silhouette": "실루엣",
-    "Low contrast": "낮은 대비",
-    "High contrast": "높은 대비",
-    # time of day
-    "Day time": "낮",
-    "Night time": "밤",
-    "Dusk time": "해질녘",
-    "Sunset time": "일몰",
-    "Dawn time": "새벽",
-    "Sunrise time": "일출",
-    # shot size
-    "Extreme close-up shot": "익스트림 클로즈업",
-    "Close-up shot": "클로즈업",
-    "Medium close-up shot": "미디엄 클로즈업",
-    "Medium shot": "미디엄 샷",
-    "Medium wide shot": "미디엄 와이드 샷",
-    "Wide shot": "와이드 샷",
-    "Extreme wide shot": "익스트림 와이드 샷",
-    "Wide-angle": "광각",
-    # composition
-    "Center composition": "중앙 구도",
-    "Balanced composition": "균형 구도",
-    "Right-heavy composition": "오른쪽 중심 구도",
-    "Left-heavy composition": "왼쪽 중심 구도",
-    "Symmetrical composition": "대칭 구도",
-    "Short-side composition": "짧은 쪽 구도",
-    # lens
-    "Medium focal length": "중간 초점거리",
-    "Wide-angle lens": "광각 렌즈",
-    "Long-focus lens": "장초점 렌즈",
-    "Telephoto lens": "망원 렌즈",
-    "Ultra-wide-angle fisheye": "초광각 어안",
-    # camera angle
-    "Over-the-shoulder shot": "오버 더 숄더 샷",
-    "High angle shot": "하이 앵글",
-    "Low angle shot": "로우 앵글",
-    "Dutch angle shot": "더치 앵글",
-    "Aerial shot": "항공 샷",
-    "Overhead shot": "오버헤드 샷",
-    "Eye-level shot": "아이 레벨 샷",
-    # shot type
-    "Clean single shot": "단독 샷",
-    "Two-shot": "투 샷",
-    "Three shot": "쓰리 샷",
-    "Group shot": "그룹 샷",
-    "Establishing shot": "설정 샷",
-    # color tone
-    "Warm colors": "따뜻한 색감",
-    "Cool colors": "차가운 색감",
-    "High saturation": "높은 채도",
-    "Low saturation": "낮은 채도",
-    "Mixed colors": "혼합 색감",
-    # motion
-    "Street dance": "스트리트 댄스",
-    "Running": "달리기",
-    "Skateboarding": "스케이트보드",
-    "Soccer": "축구",
-    "Tennis": "테니스",
-    "Table tennis": "탁구",
-    "Skiing": "스키",
-    "Basketball": "농구",
-    "Rugby": "럭비",
-    "Bowl dance": "사발춤",
-    "Cartwheel": "옆돌기",
-    # emotion
-    "Angry": "분노",
-    "Fear": "두려움",
-    "Happy": "행복",
-    "Sad": "슬픔",
-    "Surprised": "놀람",
-    # camera movement
-    "Camera pushes in": "카메라 푸시 인",
-    "Camera pulls out": "카메라 풀 아웃",
-    "Camera moves right": "카메라 오른쪽 이동",
-    "Camera moves left": "카메라 왼쪽 이동",
-    "Camera tilts up": "카메라 틸트 업",
-    "Fixed camera": "고정 카메라",
-    "Camera tilts down": "카메라 틸트 다운",
-    "Handheld camera": "핸드헬드 카메라",
-    "Compound camera movement": "복합 카메라 무빙",
-    "Tracking shot": "트래킹 샷",
-    "Orbiting camera movement": "오비팅 카메라 무빙",
-    # visual style
-    "Felt style": "펠트 스타일",
-    "3D cartoon style": "3D 카툰 스타일",
-    "Pixel style": "픽셀 스타일",
-    "Puppet animation": "인형 애니메이션",
-    "3D game": "3D 게임",
-    "Claymation style": "클레이 애니메이션 스타일",
-    "2D anime style": "2D 애니메 스타일",
-    "Watercolor painting": "수채화",
-    "Black and white animation": "흑백 애니메이션",
-    "Oil painting style": "유화 스타일",
-    "Cyberpunk": "사이버펑크",
-    "Line art illustration": "선화 일러스트",
-    "Wasteland style": "황무지 스타일",
-    # special effects
-    "Tilt-shift photography": "틸트 시프트 촬영",
-    "Time-lapse photography": "타임랩스 촬영",
 }
 
 STRINGS: dict[str, dict[str, str]] = {"en": _EN, "ko": _KO, "zh": _ZH}

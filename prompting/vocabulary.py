@@ -1,7 +1,9 @@
 """The official Wan 2.2 aesthetic vocabulary (zh + en), loaded from ``presets/vocabulary.json``.
 
-A :class:`Term` is one dictionary entry (e.g. ``medium_shot`` = "Medium shot" / 中景) in one
-:data:`GROUPS` group. The :class:`Vocabulary` answers UI questions (labels, dropdown choices) and
+A :class:`Term` is one dictionary entry (e.g. ``medium_shot`` = "Medium shot" / 中景 / 미디엄 샷) in
+one :data:`GROUPS` group. Every group and term has a label in each of :data:`LABEL_LANGS`, keyed by
+its id in the JSON: ``en`` and ``zh`` are the official terms the builder writes; ``ko`` is a display
+label for the app only (never written into a prompt, never parsed). The :class:`Vocabulary` answers UI questions (labels, dropdown choices) and
 finds terms in free text (used by the parser and by the builder to avoid repeating a term).
 
 Matching rules, shared by the parser and the builder so that they always agree:
@@ -25,6 +27,7 @@ from types import MappingProxyType
 
 __all__ = [
     "GROUPS",
+    "LABEL_LANGS",
     "LANGS",
     "PRESETS_DIR",
     "STYLE_GROUP",
@@ -36,6 +39,7 @@ __all__ = [
     "Vocabulary",
     "load_vocabulary",
     "normalize_text",
+    "check_label_lang",
     "check_lang",
 ]
 
@@ -65,6 +69,8 @@ CAMERA_GROUPS: tuple[str, ...] = ("camera_movement", "camera_movement_advanced")
 FIXED_CAMERA = "fixed_camera"
 #: Output languages of the builder and the extenders.
 LANGS: tuple[str, ...] = ("en", "zh")
+#: Languages of the display labels (group and term names in the UI): the output languages and Korean.
+LABEL_LANGS: tuple[str, ...] = ("en", "ko", "zh")
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 
@@ -80,6 +86,13 @@ def check_lang(lang: str) -> str:
     return lang
 
 
+def check_label_lang(lang: str) -> str:
+    """Return ``lang`` if the vocabulary has labels in it, else raise ``ValueError`` naming the choices."""
+    if lang not in LABEL_LANGS:
+        raise ValueError(f"label lang must be one of {', '.join(map(repr, LABEL_LANGS))}; got {lang!r}")
+    return lang
+
+
 def normalize_text(text: str) -> str:
     """Casefold and collapse whitespace: the key under which term spellings are compared."""
     return " ".join(text.casefold().split())
@@ -87,19 +100,21 @@ def normalize_text(text: str) -> str:
 
 @dataclass(frozen=True)
 class Term:
-    """One vocabulary entry. ``en``/``zh`` are the labels the builder writes; aliases only parse."""
+    """One vocabulary entry. ``en``/``zh`` are the labels the builder writes; ``ko`` is a display
+    label only (not a spelling); aliases only parse."""
 
     id: str
     en: str
     zh: str
+    ko: str
     group: str
     aliases_en: tuple[str, ...] = ()
     aliases_zh: tuple[str, ...] = ()
     note: str = ""
 
     def label(self, lang: str) -> str:
-        """The label in ``lang`` ("en" or "zh")."""
-        return self.zh if check_lang(lang) == "zh" else self.en
+        """The label in ``lang`` ("en", "ko" or "zh")."""
+        return {"en": self.en, "ko": self.ko, "zh": self.zh}[check_label_lang(lang)]
 
     @property
     def spellings(self) -> tuple[str, ...]:
@@ -125,6 +140,14 @@ class TermMatch:
     end: int
 
 
+def _label(entry: Mapping[str, object], lang: str, what: str) -> str:
+    """``entry[lang]``: a non-empty string, else ``ValueError`` naming the group or term."""
+    value = entry.get(lang)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"vocabulary: {what} has no {lang!r} label")
+    return value
+
+
 def _is_distinctive(spelling: str) -> bool:
     if _CJK_RE.search(spelling):
         return len(spelling.replace(" ", "")) >= _MIN_EMBEDDED_ZH_CHARS
@@ -143,7 +166,7 @@ class Vocabulary:
     """All groups and terms. Build it with :func:`load_vocabulary` (cached)."""
 
     groups: Mapping[str, tuple[Term, ...]]
-    labels: Mapping[str, tuple[str, str]]  # group id -> (en, zh)
+    labels: Mapping[str, Mapping[str, str]]  # group id -> {lang: label} for every LABEL_LANGS lang
     conflicts: tuple[ConflictRule, ...] = ()
     _terms: Mapping[str, Term] = field(default_factory=dict, repr=False)
     _by_spelling: Mapping[str, Term] = field(default_factory=dict, repr=False)
@@ -158,20 +181,21 @@ class Vocabulary:
         if not isinstance(raw_groups, list):
             raise ValueError("vocabulary: 'groups' must be a list")
         groups: dict[str, tuple[Term, ...]] = {}
-        labels: dict[str, tuple[str, str]] = {}
+        labels: dict[str, Mapping[str, str]] = {}
         terms: dict[str, Term] = {}
         by_spelling: dict[str, Term] = {}
         for g in raw_groups:
             gid = g["id"]
             if gid not in GROUPS:
                 raise ValueError(f"vocabulary: unknown group {gid!r}; expected one of {', '.join(GROUPS)}")
-            labels[gid] = (g["en"], g["zh"])
+            labels[gid] = MappingProxyType({lang: _label(g, lang, f"group {gid!r}") for lang in LABEL_LANGS})
             group_terms = []
             for t in g["terms"]:
                 term = Term(
                     id=t["id"],
-                    en=t["en"],
-                    zh=t["zh"],
+                    en=_label(t, "en", f"term {t['id']!r}"),
+                    zh=_label(t, "zh", f"term {t['id']!r}"),
+                    ko=_label(t, "ko", f"term {t['id']!r}"),
                     group=gid,
                     aliases_en=tuple(t.get("aliases_en", ())),
                     aliases_zh=tuple(t.get("aliases_zh", ())),
@@ -241,16 +265,16 @@ class Vocabulary:
         return group
 
     def group_label(self, group: str, lang: str) -> str:
-        """The group's display name, e.g. ``("shot_size", "zh") -> "景别"``."""
-        en, zh = self.labels[self.check_group(group)]
-        return zh if check_lang(lang) == "zh" else en
+        """The group's display name, e.g. ``("shot_size", "zh") -> "景别"`` (``lang`` in LABEL_LANGS)."""
+        return self.labels[self.check_group(group)][check_label_lang(lang)]
 
     def choices(self, group: str, lang: str) -> list[tuple[str, str]]:
-        """Dropdown choices ``[(label, term id), ...]`` in vocabulary order."""
-        check_lang(lang)
+        """Dropdown choices ``[(label, term id), ...]`` in vocabulary order (``lang`` in LABEL_LANGS)."""
+        check_label_lang(lang)
         return [(t.label(lang), t.id) for t in self.groups[self.check_group(group)]]
 
     def label(self, term_id: str, lang: str) -> str:
+        """The term's label in ``lang`` ("en", "ko" or "zh")."""
         return self.term(term_id).label(lang)
 
     def lookup(self, spelling: str) -> Term | None:

@@ -186,6 +186,8 @@ def test_assistant_notes_what_the_formula_leaves_out():
     assert "Basic" in basic and "Soft lighting" in basic and "Camera pushes in" in basic
     (i2v,) = assistant.mode_notes(values, "i2v", "ko")
     assert "피사체" in i2v and "장면" in i2v and "카메라" not in i2v  # the camera move is used by i2v
+    (basic_ko,) = assistant.mode_notes(values, "basic", "ko")  # term labels in Korean, by id
+    assert "부드러운 조명" in basic_ko and "카메라 푸시 인" in basic_ko and "Soft lighting" not in basic_ko
     with pytest.raises(ValueError, match="mode must be one of"):
         assistant.mode_notes(values, "fancy")
 

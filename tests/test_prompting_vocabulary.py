@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,24 @@ def test_labels_and_choices(vocab: Vocabulary) -> None:
     assert [tid for _, tid in choices] == [tid for _, tid in vocab.choices("time_of_day", "en")]
     assert vocab.term("medium_shot").label("zh") == "中景"
     assert "medium_shot" in vocab and "no_such_term" not in vocab
+    # Korean display labels, keyed by id in presets/vocabulary.json like en / zh
+    assert vocab.group_label("shot_size", "ko") == "샷 크기"
+    assert vocab.term("medium_shot").label("ko") == vocab.label("medium_shot", "ko") == "미디엄 샷"
+    assert vocab.choices("time_of_day", "ko")[0] == ("낮", "day_time")
+    assert [tid for _, tid in vocab.choices("time_of_day", "ko")] == [tid for _, tid in choices]
+
+
+def test_every_group_and_term_has_a_korean_label_that_is_display_only(vocab: Vocabulary) -> None:
+    hangul = re.compile(r"[\uac00-\ud7a3]")
+    for group in prompting.GROUPS:
+        assert hangul.search(vocab.group_label(group, "ko")), group
+    for term in vocab:
+        assert hangul.search(term.ko), (term.id, term.ko)
+        assert term.ko not in term.spellings  # never parsed as the term...
+        assert vocab.lookup(term.ko) is None
+    # ...and never written: prompts are built in the official languages only
+    with pytest.raises(ValueError, match="'en', 'zh'"):
+        prompting.build_prompt(prompting.PromptFields(subject="a cat"), mode="basic", lang="ko")
 
 
 @pytest.mark.parametrize(
@@ -94,8 +113,9 @@ def test_labels_and_choices(vocab: Vocabulary) -> None:
     [
         (lambda v: v.term("no_such_term"), "no_such_term"),
         (lambda v: v.group_label("lights", "en"), "light_source"),
-        (lambda v: v.choices("shot_size", "ko"), "'en', 'zh'"),
-        (lambda v: v.term("medium_shot").label("fr"), "'en', 'zh'"),
+        (lambda v: v.choices("shot_size", "fr"), "'en', 'ko', 'zh'"),
+        (lambda v: v.group_label("shot_size", "ja"), "'en', 'ko', 'zh'"),
+        (lambda v: v.term("medium_shot").label("fr"), "'en', 'ko', 'zh'"),
     ],
 )
 def test_lookup_errors_name_the_allowed_values(vocab: Vocabulary, call, needle: str) -> None:
@@ -126,5 +146,13 @@ def test_malformed_vocabulary_files_are_rejected(tmp_path: Path) -> None:
     bad_rule["conflicts"].append({"keep": "day_time", "drop": ["sunshine"]})
     with pytest.raises(ValueError, match="unknown term 'sunshine'"):
         Vocabulary.from_json(bad_rule)
+    no_ko = json.loads(json.dumps(data))
+    del no_ko["groups"][0]["terms"][0]["ko"]
+    with pytest.raises(ValueError, match="term 'daylight' has no 'ko' label"):
+        Vocabulary.from_json(no_ko)
+    no_ko_group = json.loads(json.dumps(data))
+    no_ko_group["groups"][1]["ko"] = " "
+    with pytest.raises(ValueError, match="group 'lighting' has no 'ko' label"):
+        Vocabulary.from_json(no_ko_group)
     with pytest.raises(FileNotFoundError, match="vocabulary file not found"):
         prompting.load_vocabulary(tmp_path / "nope.json")
