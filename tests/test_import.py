@@ -350,4 +350,5 @@ def test_only_wan_testing_imports_wan_testing() -> None:
         for name, path in _wan_modules().items()
         if name != "wan.testing" and not name.startswith("wan.testing.")
     }  # fmt: skip
-    assert {k: v for k, v in offenders.items() if v} == {}
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert not offenders, f"library modules importing the test helpers (wan.testing): {offenders}"
