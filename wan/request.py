@@ -584,16 +584,6 @@ def _text_number(name: str, raw: Any, *, integer: bool) -> int | float:
     return float(value)
 
 
-def _text(name: str, raw: Any) -> str:
-    if raw is None:
-        return ""
-    if not isinstance(raw, str):
-        raise InputError(name, f"must be text; got {type(raw).__name__}")
-    if len(raw) > LIMITS.prompt_chars:
-        raise InputError(name, f"is {len(raw)} characters; the limit is {LIMITS.prompt_chars}")
-    return raw
-
-
 def _guidance_value(raw: Any) -> Any:
     if isinstance(raw, Mapping):
         return {str(k): _text_number("guide_scale", v, integer=False) for k, v in raw.items()}
@@ -603,8 +593,8 @@ def _guidance_value(raw: Any) -> Any:
 
 
 _PARSERS: Final[dict[str, Any]] = {
-    "prompt": lambda v: _text("prompt", v),
-    "negative_prompt": lambda v: _text("negative_prompt", v),
+    "prompt": lambda v: _check_text("prompt", v, allow_none=True),
+    "negative_prompt": lambda v: _check_text("negative_prompt", v, allow_none=True),
     "size": lambda v: parse_size(v if isinstance(v, str) else tuple(v) if isinstance(v, (list, tuple)) else v),
     "frame_num": lambda v: _text_number("frame_num", v, integer=True),
     "fps": lambda v: _text_number("fps", v, integer=True),
