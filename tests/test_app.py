@@ -308,7 +308,7 @@ def test_bad_input_gets_a_clear_message_and_the_app_keeps_serving(app_server, tm
     msg = app_error(generate, c, "ti2v-5B", size="huge")
     assert "Resolution" in msg and "W*H" in msg
     msg = app_error(generate, c, "t2v-A14B", frame_num=10)
-    assert "Frames: must be 4n+1" in msg
+    assert "Frames: must be" in msg and "4n+1" in msg
     msg = app_error(generate, c, "i2v-A14B", image=None)
     assert "Image:" in msg and "upload one" in msg
     not_image = tmp_path / "notes.png"
@@ -448,3 +448,85 @@ def test_missing_weights_give_a_clear_message(tmp_path):
     finally:
         stop_app(server)
     assert "generation failed" not in server.log_text(), server.log_text()[-4000:]  # an expected error, not a bug
+
+
+# ------------------------------------------------------------------------------ hardening
+def _call_raw(server: AppServer, api: str, body: str) -> str:
+    """POST a raw JSON body (NaN allowed) to /gradio_api/call/<api> and return the event stream text."""
+    req = urllib.request.Request(server.url + f"gradio_api/call/{api}", data=body.encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        event_id = json.loads(r.read())["event_id"]
+    with urllib.request.urlopen(server.url + f"gradio_api/call/{api}/{event_id}", timeout=60) as r:
+        return r.read().decode()
+
+
+def test_api_type_errors_name_the_field(app_server):
+    tracebacks = app_server.log_text().count("Traceback")
+    c = app_server.client()
+    msg = app_error(generate, c, "t2v-A14B", sampling_steps="abc")
+    assert "Steps: 'abc' is not a number" in msg and "1 to 100" in msg, msg
+    msg = app_error(generate, c, "ti2v-5B", seed="abc")
+    assert "Seed: 'abc' is not a number" in msg, msg
+    msg = app_error(c.predict, 123, "t2v-A14B", "en", False, api_name="/extend_prompt")
+    assert "prompt: must be text" in msg, msg
+    args = [generate_args("t2v-A14B")[k] for k in ("prompt",)] + ["", "128*96", 9, 16, float("nan")]
+    body = json.dumps({"data": args + [12.0, "unipc", 4.0, 3.0, 1, False]})  # json writes NaN as NaN
+    stream = _call_raw(app_server, "generate_t2v", body)
+    assert "event: error" in stream and "Steps: nan is not a finite number" in stream, stream
+    time.sleep(0.5)
+    log = app_server.log_text()
+    assert log.count("Traceback") == tracebacks, log[-3000:]  # ordinary input errors: one line, no traceback
+    assert "invalid input: Seed: 'abc' is not a number" in log
+
+
+def test_one_session_cannot_fill_the_queue(app_server):
+    from gradio_client.exceptions import AppError
+
+    greedy, other = app_server.client(), app_server.client()
+    jobs = [greedy.submit(api_name=API["t2v-A14B"], **generate_args("t2v-A14B", sampling_steps=30)) for _ in range(5)]
+    outcomes = []
+    for job in jobs:
+        try:
+            job.result()
+            outcomes.append("ok")
+        except (AppError, Exception) as e:  # the refusal is a validation error raised by gradio_client
+            outcomes.append(str(e))
+    refused = [o for o in outcomes if "already have 2 generation jobs" in o]
+    assert len(refused) >= 2 and outcomes.count("ok") >= 2, outcomes
+    video, *_ = generate(other, "ti2v-5B")  # another client is served
+    assert mp4_info(video)["frames"] == 9
+
+
+def test_public_server_hides_paths_others_results_and_downloads(tmp_path):
+    from gradio_client import handle_file
+
+    server = launch_app(tmp_path / "outputs", tmp_path / "public.log", env_extra={"SPACE_ID": "someone/wan"})
+    try:
+        with urllib.request.urlopen(server.url + "config", timeout=10) as r:
+            config = r.read().decode()
+        for path in (str(tmp_path), str(ROOT), "site-packages"):
+            assert path not in config, path
+        buttons = [c["props"] for c in json.loads(config)["components"] if "btn.download" in json.dumps(c["props"])]
+        assert buttons and not any(p["visible"] for p in buttons)
+        c = server.client()
+        _, _, _, link = generate(c, "ti2v-5B", prompt="mine only")
+        gen_id = ID_RE.search(link).group(1)
+        listing = _call_raw(server, "list_history", json.dumps({"data": []}))
+        assert "event: complete" in listing and gen_id not in listing, listing  # no browser token: nothing listed
+        _, settings, _ = server.client().predict(gen_id, api_name="/get_result")  # the permalink still works
+        assert settings["prompt"] == "mine only"
+        import httpx  # raw upload: gradio_client refuses an over-size file before sending it
+
+        r = httpx.post(server.url + "gradio_api/upload", files={"files": ("big.mp4", b"\0" * (26 * 1024 * 1024))},
+                       timeout=60)
+        assert r.status_code == 413, (r.status_code, r.text[:200])
+        # an accepted upload is deleted once used
+        stored = server.outputs / f"{gen_id}.mp4"
+        r = httpx.post(server.url + "gradio_api/upload", files={"files": ("v.mp4", stored.read_bytes())}, timeout=60)
+        (uploaded,) = r.json()
+        assert Path(uploaded).is_file()
+        assert c.predict(handle_file(uploaded), api_name="/settings_from_video")["id"] == gen_id
+        assert not Path(uploaded).exists()
+    finally:
+        stop_app(server)

