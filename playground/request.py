@@ -104,13 +104,3 @@ def closest_preset(presets: Sequence[SizePreset], width: int, height: int) -> Si
     """The preset whose aspect ratio is closest to ``width/height`` (ties: the larger area)."""
     target = math.log(width / height)
     return min(presets, key=lambda p: (abs(math.log(p.width / p.height) - target), -p.width * p.height))
-
-
-# Names the app's views read the slider ranges by (all from the one table, wan.configs.LIMITS).
-MAX_FRAMES = int(LIMITS.frame_num.hi)
-MAX_STEPS = int(LIMITS.sampling_steps.hi)
-MAX_FPS = int(LIMITS.fps.hi)
-MAX_SEED = int(LIMITS.seed.hi)
-MAX_SIDE = int(LIMITS.side.hi)
-MIN_SIDE = int(LIMITS.side.lo)
-MAX_PROMPT_CHARS = LIMITS.prompt_chars

@@ -13,24 +13,17 @@ import pytest
 
 from playground import discovery, history, i18n, share, zerogpu
 from playground.images import check_image
-import playground.request as _request
-from playground.request import InputError, closest_preset, parse_size, size_presets
-
-
-def _old_contract(name: str):
-    """A name of the pre-``wan.request`` contract: tests that use it fail alone, with why, instead
-    of the whole file failing to import while the request contract moves to ``wan.request``."""
-    def missing(*args, **kwargs):
-        pytest.fail(f"playground.request.{name} is gone (request contract now in wan.request); port this test",
-                    pytrace=False)
-    return getattr(_request, name, missing)
-
-
-MAX_SEED = getattr(_request, "MAX_SEED", 2**31 - 1)
-GenerationRequest = _old_contract("GenerationRequest")
-request_from_values = _old_contract("request_from_values")
-resolve_seed = _old_contract("resolve_seed")
-validate_request = _old_contract("validate_request")
+from playground.request import (
+    DEMO_MAX_SIDE,
+    LIMITS,
+    InputError,
+    app_policy,
+    closest_preset,
+    error_text,
+    parse_size,
+    size_presets,
+)
+from wan.request import request_from_values, resolve_seed
 
 TASKS = ("t2v-A14B", "i2v-A14B", "ti2v-5B")
 
@@ -67,30 +60,45 @@ def test_parse_size_accepts_common_spellings():
     assert parse_size("1280*720") == (1280, 720)
     assert parse_size(" 832 x 480 ") == (832, 480)
     assert parse_size("704×1280") == (704, 1280)
-    with pytest.raises(InputError, match="WIDTH\\*HEIGHT"):
+    with pytest.raises(InputError, match=r"'W\*H' string of two positive integers such as '1280\*720'") as e:
         parse_size("big")
+    assert e.value.field == "size"
+
+
+def _studio(tmp_path, *, demo=False, any_size=False):
+    from playground.engine import Engine
+    from playground.history import HistoryStore
+    from playground.studio import Studio
+
+    return Studio(Engine(demo=demo, demo_root=tmp_path / "demo"), HistoryStore(tmp_path / "out"), any_size=any_size)
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_request_roundtrip_and_guidance_shape(task):
+def test_request_roundtrip_and_guidance_shape(task, tmp_path):
     spec = _spec(task)
-    req = request_from_values(spec, _values(spec))
-    validate_request(req, spec, image_required=False)
+    image = None
+    if spec.image_input == "required":
+        image = str(tmp_path / "in.png")
+        from PIL import Image
+
+        Image.new("RGB", (1280, 720), (90, 120, 200)).save(image)
+    req = _studio(tmp_path).build_request(task, _values(spec), image=image)
     assert req.seed == 42 and req.size == spec.sizes[0]
     if spec.moe:
-        assert req.guide_scale == (3.0, 4.0)  # (low-noise, high-noise) as in the official configs
+        assert req.guide_scale == {"high_noise": 4.0, "low_noise": 3.0}  # the form shows high first
     else:
-        assert req.guide_scale == 5.0
-    d = json.loads(json.dumps(req.to_dict()))
-    assert GenerationRequest.from_dict(d) == req
+        assert req.guide_scale == {"dense": 5.0}
+    d = json.loads(json.dumps(req.to_settings()))
+    assert request_from_values(task, d, image=image) == req
 
 
-def test_validation_messages_name_the_field_and_what_is_allowed():
+def test_validation_messages_name_the_field_and_what_is_allowed(tmp_path):
     spec = _spec("ti2v-5B")
+    studio = _studio(tmp_path)
 
     def err(**over):
         with pytest.raises(InputError) as e:
-            validate_request(request_from_values(spec, _values(spec, **over)), spec)
+            studio.build_request("ti2v-5B", _values(spec, **over))
         return e.value
 
     e = err(prompt="   ")
@@ -100,36 +108,36 @@ def test_validation_messages_name_the_field_and_what_is_allowed():
     e = err(frame_num=80)
     assert e.field == "frame_num" and "4n+1" in str(e)
     e = err(sampling_steps=0)
-    assert e.field == "sampling_steps" and "between 1 and 100" in str(e)
+    assert e.field == "sampling_steps" and "from 1 to 100" in str(e)
     e = err(sample_solver="ddim")
     assert e.field == "sample_solver" and "unipc" in str(e)
-    with pytest.raises(InputError, match="Seed: must be a whole number"):
-        request_from_values(spec, _values(spec, seed=1.5))
+    assert error_text(err(seed=1.5)).startswith("Seed: must be a whole number")
+    assert error_text(err(sampling_steps="abc")) == "Steps: must be a whole number; got 'abc'"
+    assert err(frame_num="True").field == "frame_num"
+    assert err(shift=float("nan")).field == "shift"
 
 
-def test_any_size_uses_the_stride_multiple():
+def test_any_size_uses_the_stride_multiple(tmp_path):
     spec = _spec("ti2v-5B")
-    req = request_from_values(spec, _values(spec, size="160*96"))
     with pytest.raises(InputError, match="not supported"):
-        validate_request(req, spec)
-    validate_request(req, spec, any_size=True)
-    bad = request_from_values(spec, _values(spec, size="160*100"))
+        _studio(tmp_path).build_request("ti2v-5B", _values(spec, size="160*96"))
+    loose = _studio(tmp_path, any_size=True)
+    assert loose.build_request("ti2v-5B", _values(spec, size="160*96")).size == (160, 96)
     with pytest.raises(InputError, match="multiples of 32"):
-        validate_request(bad, spec, any_size=True)
+        loose.build_request("ti2v-5B", _values(spec, size="160*100"))
 
 
-def test_image_policy():
+def test_image_policy(tmp_path):
     spec = _spec("i2v-A14B")
-    req = request_from_values(spec, _values(spec))
-    with pytest.raises(InputError, match="Image: .*upload one"):
-        validate_request(req, spec, image_required=True)
+    with pytest.raises(InputError) as e:
+        _studio(tmp_path).build_request("i2v-A14B", _values(spec))
+    assert re.match("Image: .*upload one", error_text(e.value))
 
 
 def test_seed_resolution():
-    assert resolve_seed(7, False) == 7
-    seeds = {resolve_seed(7, True) for _ in range(20)}
-    assert len(seeds) > 1 and all(0 <= s <= MAX_SEED for s in seeds)
-    assert 0 <= resolve_seed(-1, False) <= MAX_SEED
+    assert resolve_seed(7) == 7
+    seeds = {resolve_seed(-1) for _ in range(20)}
+    assert len(seeds) > 1 and all(0 <= s <= LIMITS.random_seed_max for s in seeds)
 
 
 def test_size_presets_and_closest():
@@ -144,16 +152,15 @@ def test_size_presets_and_closest():
     assert closest_preset(official, 1920, 1080).value == "1280*720"
 
 
-def test_demo_caps_the_size():
-    from playground.request import DEMO_MAX_SIDE
-
+def test_demo_caps_the_size(tmp_path):
     spec = _spec("ti2v-5B")
-    big = request_from_values(spec, _values(spec, size="1280*704"))
-    validate_request(big, spec, any_size=True)  # the official size is fine in real mode
-    with pytest.raises(InputError, match=f"between 64 and {DEMO_MAX_SIDE} in demo mode"):
-        validate_request(big, spec, any_size=True, max_side=DEMO_MAX_SIDE)
-    validate_request(request_from_values(spec, _values(spec, size="128*96")), spec, any_size=True,
-                     max_side=DEMO_MAX_SIDE)
+    big = _values(spec, size="1280*704")
+    assert _studio(tmp_path, any_size=True).build_request("ti2v-5B", big).size == (1280, 704)  # fine in real mode
+    demo = _studio(tmp_path, demo=True)
+    assert demo.policy == app_policy(demo=True, any_size=False)
+    with pytest.raises(InputError, match=f"between 32 and {DEMO_MAX_SIDE} in demo mode"):
+        demo.build_request("ti2v-5B", big)
+    assert demo.build_request("ti2v-5B", _values(spec, size="128*96")).size == (128, 96)
 
 
 # ------------------------------------------------------------------------------- assistant
@@ -225,8 +232,9 @@ def test_check_image_rejects_non_images_and_huge_images(tmp_path):
     assert check_image(ok) == (200, 100)
     text = tmp_path / "notes.png"
     text.write_text("this is not an image")
-    with pytest.raises(InputError, match="Image: 'notes.png' is not an image"):
+    with pytest.raises(InputError) as e:
         check_image(text)
+    assert error_text(e.value).startswith("Image: 'notes.png' is not an image")
     huge = tmp_path / "huge.png"
     Image.new("1", (9000, 5000)).save(huge)  # 1-bit keeps the file small; 45 MP
     with pytest.raises(InputError, match="too large"):

@@ -422,25 +422,32 @@ def _check_solver(solver: Any) -> str:
 _MAX_PROMPT_FIELDS = 64
 
 
+def _prompt_field_ok(v: Any, depth: int = 0) -> bool:
+    if isinstance(v, str):
+        return len(v) <= LIMITS.prompt_chars
+    if v is None or isinstance(v, (bool, int, float)):
+        return True
+    if isinstance(v, list):
+        return len(v) <= _MAX_PROMPT_FIELDS and all(isinstance(x, str) and len(x) <= LIMITS.prompt_chars for x in v)
+    if isinstance(v, Mapping) and depth == 0:  # one nested level: e.g. aesthetics {group: term}
+        return len(v) <= _MAX_PROMPT_FIELDS and all(
+            isinstance(k, str) and len(k) <= 64 and _prompt_field_ok(x, 1) for k, x in v.items()
+        )
+    return False
+
+
 def _check_prompt_fields(value: Any) -> dict[str, Any] | None:
-    """A flat mapping of short names to text, numbers, booleans or lists of text (bounded)."""
+    """Named values: text, numbers, booleans, lists of text, or one level of such mappings (bounded)."""
     if value is None:
         return None
     if not isinstance(value, Mapping) or len(value) > _MAX_PROMPT_FIELDS:
         raise InputError("prompt_fields", f"must be a mapping of at most {_MAX_PROMPT_FIELDS} named values; got {_short(value)}")
-    out: dict[str, Any] = {}
     for key, v in value.items():
-        ok_key = isinstance(key, str) and len(key) <= 64
-        if isinstance(v, list) and all(isinstance(x, str) for x in v) and len(v) <= _MAX_PROMPT_FIELDS:
-            ok = sum(len(x) for x in v) <= LIMITS.prompt_chars
-        elif isinstance(v, str):
-            ok = len(v) <= LIMITS.prompt_chars
-        else:
-            ok = v is None or isinstance(v, (bool, int, float))
-        if not (ok_key and ok):
-            raise InputError("prompt_fields", f"entry {_short(key)} must be short text, a number, true/false or a list of text")
-        out[key] = list(v) if isinstance(v, list) else v
-    return out
+        if not (isinstance(key, str) and len(key) <= 64 and _prompt_field_ok(v)):
+            raise InputError(
+                "prompt_fields", f"entry {_short(key)} must be short text, a number, true/false, a list of text or a mapping of them"
+            )
+    return {k: (dict(v) if isinstance(v, Mapping) else list(v) if isinstance(v, list) else v) for k, v in value.items()}
 
 
 # The per-field checks of the typed settings (field -> check(spec, value, policy) -> typed value).

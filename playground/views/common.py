@@ -16,17 +16,15 @@ from playground.request import FIELD_LABELS, InputError, error_text
 
 # The one import of the request limits in the views: switch the source here and every slider,
 # docstring and message follows.
-from playground.request import (  # noqa: I001 - kept apart on purpose
-    LIMITS,
-    DEMO_MAX_SIDE,
-    MAX_FPS,
-    MAX_FRAMES,
-    MAX_SEED,
-    MAX_SIDE,
-    MAX_STEPS,
-    MIN_SIDE,
-    SOLVERS,
-)
+from wan.configs import LIMITS, SOLVERS  # noqa: I001 - kept apart on purpose
+from playground.request import DEMO_MAX_SIDE
+
+MAX_FRAMES = int(LIMITS.frame_num.hi)
+MAX_STEPS = int(LIMITS.sampling_steps.hi)
+MAX_FPS = int(LIMITS.fps.hi)
+MAX_SEED = int(LIMITS.seed.hi)
+MAX_SIDE = int(LIMITS.side.hi)
+MIN_SIDE = int(LIMITS.side.lo)
 
 from .safe import toast
 

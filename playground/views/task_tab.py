@@ -213,7 +213,7 @@ class TaskView:
                 f["sampling_steps"] = CheckedSlider(1, MAX_STEPS, value=d["sampling_steps"], step=1,
                                                     label=t("field.steps"), elem_classes=["steps"])
             with gr.Row():
-                f["shift"] = CheckedSlider(LIMITS.shift.lo, LIMITS.shift.hi, value=spec.sample_shift, step=0.5,
+                f["shift"] = CheckedSlider(LIMITS.shift.lo, LIMITS.shift.hi, value=spec.sample_shift, step=LIMITS.shift.step,
                                            label=t("field.shift"))
                 f["sample_solver"] = gr.Dropdown(list(SOLVERS), value="unipc", label=t("field.solver"))
             with gr.Row():
