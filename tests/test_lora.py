@@ -474,3 +474,29 @@ def test_load_lora_is_cached_by_path_mtime_and_size(tmp_path: Path) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     second = load_lora(path)
     assert second is not first and next(iter(second.low_rank.values())).rank == 8
+
+
+@pytest.mark.parametrize("merge", [False, True])
+def test_bfloat16_model_with_float32_islands(merge: bool, weights: dict) -> None:
+    """bf16 linears, float32 time/head/norm3/modulation (as loaded with keep_float32): the LoRA works in
+    the layers' dtypes, the output is close to the float32 one, and removal is bit-identical."""
+    from wan.modules.model import is_float32_parameter
+
+    w = weights["t2v-A14B"]
+    sd = w.experts["high_noise"]
+    lora = load_lora(tiny_lora_state_dict("t2v-A14B", "official", seed=25, **EVERYTHING))
+    ref = ours(w.dit_config, sd)
+    apply_loras(ref, [(lora, 1.0)])
+    inp = inputs(w.dit_config)
+    want = run(ref, inp)
+    model = WanModel(w.dit_config).eval()
+    model.load_state_dict({k: v if is_float32_parameter(k) else v.bfloat16() for k, v in sd.items()}, assign=True)
+    before = snapshot(model)
+    y0 = run(model, inp)
+    apply_loras(model, [(lora, 1.0)], merge=merge)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16, torch.float32}
+    got = run(model, inp)
+    assert (got - want).abs().max().item() <= 0.05 * want.abs().max().item()
+    remove_loras(model)
+    assert_pristine(model, before)
+    assert torch.equal(run(model, inp), y0)
