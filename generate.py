@@ -22,9 +22,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from wan.configs import LIMITS, SOLVERS, TASKS, normalize_task
+from wan.configs import SOLVERS, TASKS, normalize_task
+from wan.request import FIELD_HELP  # torch-free
 
 DTYPES = ("bfloat16", "float16", "float32")
+# Request settings with an official flag name (the rest get --<setting> from wan.request.FIELD_HELP).
+OFFICIAL_FLAGS = {
+    "size": "--size", "frame_num": "--frame_num", "prompt": "--prompt", "negative_prompt": "--negative_prompt",
+    "seed": "--base_seed", "sample_solver": "--sample_solver", "sampling_steps": "--sample_steps",
+    "shift": "--sample_shift", "guide_scale": "--sample_guide_scale",
+}  # fmt: skip
 APP_NAME = "wan-playground"  # the app restores settings from videos tagged with this name
 
 EXAMPLE_PROMPTS = {
@@ -84,27 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--task", default="t2v-A14B", type=_task_arg, metavar="{" + ",".join(TASKS) + "}",
                    help="task to run (default: t2v-A14B; short forms t2v, i2v, ti2v also work)")
-    p.add_argument("--size", type=parse_size, default=None,
-                   help="output WIDTH*HEIGHT (official sizes; an area when an image is given); default: the task's")
-    p.add_argument("--frame_num", type=int, default=None,
-                   help=f"number of frames, 4n+1 up to {LIMITS.frame_num.hi:g} (default: 81 A14B, 121 5B)")
-    p.add_argument("--fps", type=int, default=None, help="frames per second of the mp4 (default: 16 A14B, 24 5B)")
+    h = FIELD_HELP
+    p.add_argument("--size", type=parse_size, default=None, help=h["size"])
+    p.add_argument("--frame_num", type=int, default=None, help=h["frame_num"])
     p.add_argument("--ckpt_dir", required=True, help="checkpoint folder (official or Diffusers layout)")
     p.add_argument("--offload_model", type=str2bool, default=None,
                    help="keep one expert on the GPU at a time and the text encoder on the CPU (default: true on CUDA)")
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
     p.add_argument("--save_file", default=None, help="output .mp4 path (default: an auto name in the current folder)")
-    p.add_argument("--prompt", default=None, help="the prompt (default: an example prompt)")
-    p.add_argument("--negative_prompt", default=None, help="negative prompt (default: the official one)")
-    p.add_argument("--base_seed", type=int, default=-1,
-                   help=f"random seed, 0 to {LIMITS.seed.hi:.0f}; -1 draws one (default: -1)")
+    p.add_argument("--prompt", default=None, help=h["prompt"] + " (default: an example prompt)")
+    p.add_argument("--negative_prompt", default=None, help=h["negative_prompt"])
+    p.add_argument("--base_seed", type=int, default=-1, help=h["seed"])
     p.add_argument("--image", default=None, help="input image (required for i2v-A14B, optional for ti2v-5B)")
-    p.add_argument("--sample_solver", default="unipc", choices=SOLVERS, help="sampler (default: unipc)")
-    p.add_argument("--sample_steps", type=int, default=None,
-                   help=f"sampling steps, 1 to {LIMITS.sampling_steps.hi:g} (default: 40 A14B, 50 5B)")
-    p.add_argument("--sample_shift", type=float, default=None, help="flow shift (default: 12 T2V, 5 I2V/5B)")
-    p.add_argument("--sample_guide_scale", type=parse_guide_scale, default=None,
-                   help="classifier-free guidance: one number, or LOW,HIGH for the A14B experts")
+    p.add_argument("--sample_solver", default="unipc", choices=SOLVERS, help=h["sample_solver"])
+    p.add_argument("--sample_steps", type=int, default=None, help=h["sampling_steps"])
+    p.add_argument("--sample_shift", type=float, default=None, help=h["shift"])
+    p.add_argument("--sample_guide_scale", type=parse_guide_scale, default=None, help=h["guide_scale"])
+    for name, text in FIELD_HELP.items():  # settings without an official flag: --<setting>, parsed by the request
+        if name not in OFFICIAL_FLAGS:
+            p.add_argument(f"--{name}", default=None, metavar=name.upper(), help=text)
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=DTYPES, help="DiT weight dtype (default: bfloat16 on CUDA, float32 on CPU)")
     p.add_argument("--any_size", action="store_true", help="accept any size that is a multiple of 16 (A14B) / 32 (5B)")
@@ -139,16 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     import wan
     from wan import video as wan_video
     from wan.errors import GenerationCancelled, InputError
-    from wan.request import make_request
+    from wan.request import make_request, parse_values
 
     prompt = args.prompt if args.prompt is not None else EXAMPLE_PROMPTS[args.task]
     # one validated request, before any weights load
     try:
+        extra, errors = parse_values(args.task, {n: getattr(args, n) for n in FIELD_HELP
+                                                 if n not in OFFICIAL_FLAGS and getattr(args, n) is not None})
+        if errors:
+            raise errors[0]
         request = make_request(
             args.task, prompt, image=args.image, negative_prompt=args.negative_prompt, size=args.size,
-            frame_num=args.frame_num, fps=args.fps, sampling_steps=args.sample_steps, shift=args.sample_shift,
+            frame_num=args.frame_num, sampling_steps=args.sample_steps, shift=args.sample_shift,
             guide_scale=args.sample_guide_scale, sample_solver=args.sample_solver, seed=args.base_seed,
-            any_size=args.any_size,
+            any_size=args.any_size, **extra,
         )  # fmt: skip
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -83,6 +83,8 @@ def load_generate_module() -> ModuleType:
         (["--sample_steps", "0"], "sampling_steps: must be an integer from 1 to 100"),
         (["--sample_guide_scale", "1,2"], "guide_scale: ti2v-5B has a single model"),
         (["--image", "/no/such.png"], "image: file not found"),
+        (["--fps", "abc"], "fps: must be a whole number; got 'abc'"),  # a flag derived from wan.request.FIELD_HELP
+        (["--fps", "0"], "fps: must be an integer from 1 to 60"),
     ],
 )
 def test_bad_arguments_exit_2_before_loading(

@@ -52,6 +52,7 @@ __all__ = [
     "GenerationRequest",
     "RequestPolicy",
     "best_output_size",
+    "FIELD_HELP",
     "check_fields",
     "flat_values",
     "format_size",
@@ -74,6 +75,19 @@ URL_ALIASES: Final[dict[str, str]] = {
     "guidance_high": "guide_scale_high",
     "guidance_low": "guide_scale_low",
     "solver": "sample_solver",
+}
+# One line of help per request setting (the CLI builds its flags from it; the app's API docs say the same).
+FIELD_HELP: Final[dict[str, str]] = {
+    "prompt": "what the video shows (English or Chinese)",
+    "negative_prompt": "what to avoid (default: the official negative prompt)",
+    "size": "WIDTH*HEIGHT (an output area when an image is given); default: the task's",
+    "frame_num": f"number of frames, 4n+1 up to {LIMITS.frame_num.hi:g} (default: 81 A14B, 121 5B)",
+    "fps": f"frames per second of the video, {LIMITS.fps.lo:g} to {LIMITS.fps.hi:g} (default: 16 A14B, 24 5B)",
+    "sampling_steps": f"denoising steps, 1 to {LIMITS.sampling_steps.hi:g} (default: 40 A14B, 50 5B)",
+    "shift": f"flow shift, {LIMITS.shift.lo:g} to {LIMITS.shift.hi:g} (default: 12 T2V, 5 I2V/5B)",
+    "guide_scale": "classifier-free guidance: one number, or LOW,HIGH for the A14B experts (official order)",
+    "sample_solver": f"sampler: {', '.join(SOLVERS)} (default: unipc)",
+    "seed": f"random seed, 0 to {LIMITS.seed.hi:.0f}; -1 draws one (default: -1)",
 }
 # Flat per-expert guidance names (forms, links, the API) -> expert.
 _FLAT_GUIDE: Final[dict[str, str]] = {"guide_scale_high": "high_noise", "guide_scale_low": "low_noise"}
