@@ -340,6 +340,16 @@ def test_share_prefill_parsing_reports_what_was_ignored():
     assert back.task == "i2v-A14B" and back.prefill == {"prompt": "a b&c", "seed": 3}
 
 
+def test_share_prefill_names_every_rejected_parameter():
+    """Values that used to crash the page load (inf, nan, 1e400, "True") are named, with what is allowed."""
+    q = share.parse_query({"task": "i2v", "frames": "10", "size": "999*1", "seed": "abc", "steps": "nan",
+                           "shift": "1e400", "fps": "True", "prompt": "p" * 3001, "guidance_high": "inf"}, TASKS)
+    named = sorted(p.split(":")[0] for p in q.problems)
+    assert named == ["fps", "frames", "guidance_high", "prompt", "seed", "shift", "size", "steps"], q.problems
+    assert any("4n+1" in p for p in q.problems) and any("1280*720" in p for p in q.problems)
+    assert q.prefill == {} and q.task == "i2v-A14B"
+
+
 # ------------------------------------------------------------------------------------ i18n
 def test_i18n_tables_are_complete_and_placeholders_match():
     en = i18n.STRINGS["en"]
