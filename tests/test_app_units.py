@@ -546,3 +546,35 @@ def test_cheap_endpoints_are_not_queued(tmp_path):
     for name in ("get_result", "settings_from_video", "extend_prompt", "list_history"):
         assert queued[name] is False, (name, queued)
     assert all(queued[f"generate_{t}"] for t in ("t2v", "i2v", "ti2v"))
+
+
+# ----------------------------------------------------------------------- restoring settings
+def test_restore_form_reports_bad_stored_values_and_keeps_the_rest():
+    """Malformed settings (mp4 metadata, a history JSON) never raise: each bad value is named, the rest fills the form."""
+    import json as _json
+
+    from playground.studio import _embedded_settings, restore_form
+
+    bad = {"task": "t2v-A14B", "prompt": "a fox", "width": "abc", "height": 480, "guide_scale": "abc",
+           "seed": "seven", "sampling_steps": 30, "frame_num": True, "shift": float("inf"),
+           "negative_prompt": "x" * 20_000_000, "prompt_fields": {"mode": "<img src=x>", "lang": "en", "subject": "fox"}}
+    form = restore_form(bad)
+    assert form.values == {"prompt": "a fox", "sampling_steps": 30}
+    assert sorted({e.field for e in form.problems}) == [
+        "frame_num", "guide_scale", "negative_prompt", "prompt_fields", "seed", "shift", "size"]
+    assert form.prompt_fields == {"lang": "en", "subject": "fox"}  # the bad mode dropped, named in problems
+    # version 1 settings as written before the request contract still restore completely
+    v1 = {"task": "i2v-A14B", "prompt": "p", "negative_prompt": "", "width": 832, "height": 480, "frame_num": 17,
+          "fps": 16, "sampling_steps": 20, "shift": 5.0, "guide_scale": [3.0, 4.5], "sample_solver": "euler",
+          "seed": 12, "version": 1}
+    form = restore_form(v1)
+    assert not form.problems
+    assert form.values["guide_scale_high"] == 4.5 and form.values["guide_scale_low"] == 3.0
+    assert form.values["size"] == "832*480" and form.values["randomize_seed"] is False
+    with pytest.raises(InputError, match="unknown task"):
+        restore_form({"task": "<b>x</b>"})
+    deep: object = {"app": "wan-playground", "task": "t2v-A14B"}
+    for _ in range(900):
+        deep = {"nested": deep}
+    assert _embedded_settings(_json.dumps(deep)) is None or True  # no RecursionError, whatever it finds
+    assert _embedded_settings({"comment": _json.dumps({"app": "wan-playground", "task": "ti2v-5B"})})["task"] == "ti2v-5B"
