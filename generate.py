@@ -30,7 +30,7 @@ DTYPES = ("bfloat16", "float16", "float32")
 OFFICIAL_FLAGS = {
     "size": "--size", "frame_num": "--frame_num", "prompt": "--prompt", "negative_prompt": "--negative_prompt",
     "seed": "--base_seed", "sample_solver": "--sample_solver", "sampling_steps": "--sample_steps",
-    "shift": "--sample_shift", "guide_scale": "--sample_guide_scale",
+    "shift": "--sample_shift", "guide_scale": "--sample_guide_scale", "loras": "--lora",
 }  # fmt: skip
 APP_NAME = "wan-playground"  # the app restores settings from videos tagged with this name
 
@@ -103,10 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative_prompt", default=None, help=h["negative_prompt"])
     p.add_argument("--base_seed", type=int, default=-1, help=h["seed"])
     p.add_argument("--image", default=None, help="input image (required for i2v-A14B, optional for ti2v-5B)")
-    p.add_argument("--sample_solver", default="unipc", choices=SOLVERS, help=h["sample_solver"])
+    p.add_argument("--sample_solver", default=None, choices=SOLVERS, help=h["sample_solver"])
     p.add_argument("--sample_steps", type=int, default=None, help=h["sampling_steps"])
     p.add_argument("--sample_shift", type=float, default=None, help=h["shift"])
     p.add_argument("--sample_guide_scale", type=parse_guide_scale, default=None, help=h["guide_scale"])
+    p.add_argument("--lora", action="append", default=None, metavar="PATH[:S|:HIGH,LOW]", help=h["loras"]
+                   + " (repeatable; a name is looked up in --lora_dir first)")
+    p.add_argument("--lora_dir", default="loras", help="folder of LoRA files and of the presets' LoRAs (default: loras)")
+    p.add_argument("--preset", default=None, help="a speed preset from presets/speed_presets.json, e.g. "
+                   "lightning-4step or lightning-3phase (its settings are the defaults; flags override them)")
+    p.add_argument("--download", action="store_true", help="download a preset's LoRA files into --lora_dir if missing")
     for name, text in FIELD_HELP.items():  # settings without an official flag: --<setting>, parsed by the request
         if name not in OFFICIAL_FLAGS:
             p.add_argument(f"--{name}", default=None, metavar=name.upper(), help=text)
@@ -136,6 +142,45 @@ def settings_dict(request: Any, video_shape: tuple[int, ...]) -> dict[str, Any]:
     }
 
 
+def build_request(args: argparse.Namespace, prompt: str) -> Any:
+    """The one ``GenerationRequest`` of this run: the preset's settings (if any) under the flags given."""
+    from wan.errors import InputError
+    from wan.request import make_request, parse_values
+
+    values: dict[str, Any] = {}
+    if args.preset:
+        from playground.speed import PresetError, preset_values
+
+        try:
+            preset = preset_values(args.preset, args.task, lora_dir=Path(args.lora_dir), download=args.download)
+        except PresetError as e:
+            raise InputError("preset", str(e)) from None
+        preset["loras"] = [(str(Path(args.lora_dir) / e["name"]), e["strength"]) for e in preset["loras"]]
+        values.update(preset)
+    values.update({n: getattr(args, n) for n in FIELD_HELP if n not in OFFICIAL_FLAGS and getattr(args, n) is not None})
+    extra, errors = parse_values(args.task, values)
+    if errors:
+        raise errors[0]
+    if args.lora:
+        extra["loras"] = [*extra.get("loras", []), *(_lora_arg(args, text) for text in args.lora)]
+    given = {
+        "negative_prompt": args.negative_prompt, "size": args.size, "frame_num": args.frame_num,
+        "sampling_steps": args.sample_steps, "shift": args.sample_shift, "guide_scale": args.sample_guide_scale,
+        "sample_solver": args.sample_solver,
+    }  # fmt: skip
+    extra.update({k: v for k, v in given.items() if v is not None})
+    return make_request(args.task, prompt, image=args.image, seed=args.base_seed, any_size=args.any_size, **extra)
+
+
+def _lora_arg(args: argparse.Namespace, text: str) -> tuple[str, Any]:
+    """``--lora PATH[:S|:HIGH,LOW]``: a path, or a file name in ``--lora_dir``."""
+    from wan.request import lora_from_text
+
+    path, strength = lora_from_text(args.task, text)
+    in_dir = Path(args.lora_dir) / path
+    return (str(in_dir) if not Path(path).is_file() and in_dir.is_file() else path), strength
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -144,21 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     import wan
     from wan import video as wan_video
     from wan.errors import GenerationCancelled, InputError
-    from wan.request import make_request, parse_values
 
     prompt = args.prompt if args.prompt is not None else EXAMPLE_PROMPTS[args.task]
     # one validated request, before any weights load
     try:
-        extra, errors = parse_values(args.task, {n: getattr(args, n) for n in FIELD_HELP
-                                                 if n not in OFFICIAL_FLAGS and getattr(args, n) is not None})
-        if errors:
-            raise errors[0]
-        request = make_request(
-            args.task, prompt, image=args.image, negative_prompt=args.negative_prompt, size=args.size,
-            frame_num=args.frame_num, sampling_steps=args.sample_steps, shift=args.sample_shift,
-            guide_scale=args.sample_guide_scale, sample_solver=args.sample_solver, seed=args.base_seed,
-            any_size=args.any_size, **extra,
-        )  # fmt: skip
+        request = build_request(args, prompt)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LIMITS",
     "OFFICIAL_NEGATIVE_PROMPT",
+    "SCHEDULES",
     "SOLVERS",
     "TASKS",
     "Limit",
@@ -43,6 +44,9 @@ __all__ = [
 
 TASKS: Final[tuple[str, ...]] = ("t2v-A14B", "i2v-A14B", "ti2v-5B")
 SOLVERS: Final[tuple[str, ...]] = ("unipc", "dpm++", "euler")  # sample_solver names (wan.schedulers)
+# Sigma grids: "official" (the official code's per-solver grid, integer timesteps) and "lightning"
+# (linspace(1, 0) shifted, float timesteps: what the Lightning / lightx2v 4-step LoRAs were trained on).
+SCHEDULES: Final[tuple[str, ...]] = ("official", "lightning")
 
 # Official ``shared_config.sample_neg_prompt``: used whenever the negative prompt is empty.
 OFFICIAL_NEGATIVE_PROMPT: Final[str] = (
@@ -82,8 +86,10 @@ class Limits:
     fps: Limit = Limit(1, 60, 1)
     seed: Limit = Limit(0, 2**63 - 1, 1)
     side: Limit = Limit(16, 2048, 1)
+    lora_strength: Limit = Limit(-5.0, 5.0, 0.05)
     random_seed_max: int = 2**32 - 1
     prompt_chars: int = 3000
+    loras: int = 8
 
 
 LIMITS: Final[Limits] = Limits()

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import GenerationCancelled, InputError
+from .lora import apply_loras, remove_loras
 from .request import GenerationRequest, RequestPolicy, make_request
 from .schedulers import make_scheduler
 
@@ -213,6 +214,8 @@ class RunRecord:
     loads: int
     switches: int
     completed: bool = True
+    guidance: tuple[float, ...] = ()                    # CFG scale of each step
+    lora_strengths: tuple[tuple[float, ...], ...] = ()  # strength of each LoRA at each step
 
 
 class WanVideoPipeline:
@@ -295,6 +298,7 @@ class WanVideoPipeline:
                 raise InputError("task", f"the request is for {request.task} but this pipeline runs {self.spec.task}")
         else:
             request = self.plan(request, **settings)
+        self._load_loras(request)  # parsed (cached) and fitted to the experts before any model work
         context, context_null = self.encode_text(request.prompt, request.effective_negative_prompt)
         inputs = self.prepare_latents(request)
         latents = self.denoise(request, inputs, context, context_null, callback)
@@ -348,14 +352,6 @@ class WanVideoPipeline:
         latents = (1.0 - mask) * first + mask * latents
         return LatentInputs(latents=latents, first_frame=first, mask=mask)
 
-    def expert_for(self, timestep: int) -> str:
-        """The expert that runs at integer timestep ``timestep``."""
-        if not self.spec.moe:
-            return "dense"
-        boundary = self.spec.boundary_timestep
-        assert boundary is not None
-        return "high_noise" if timestep >= boundary else "low_noise"
-
     def denoise(
         self,
         request: GenerationRequest,
@@ -366,39 +362,52 @@ class WanVideoPipeline:
     ) -> Tensor:
         """Runs the solver -> final latents ``[1, z, F_lat, h, w]`` float32 (frame 0 re-imposed for TI2V)."""
         scheduler = make_scheduler(request.sample_solver, self.spec.num_train_timesteps)
-        scheduler.set_timesteps(request.sampling_steps, request.shift)
-        timesteps = [int(t) for t in scheduler.timesteps.tolist()]
+        scheduler.set_timesteps(request.sampling_steps, request.shift, schedule=request.schedule)
+        lightning = request.schedule == "lightning"
+        timesteps = [float(t) if lightning else int(t) for t in scheduler.timesteps.tolist()]
         total = len(timesteps)
+        loras = self._load_loras(request)
         latents = inputs.latents
         token_mask = None
         if inputs.mask is not None:
             p_h, p_w = self.spec.patch_size[1:]
             token_mask = inputs.mask[0, 0, :, ::p_h, ::p_w].flatten()[None]  # [1, L], 0 on frame-0 tokens
         used: list[str] = []
+        guidance: list[float] = []
+        strengths: list[tuple[float, ...]] = []
         loads0, switches0 = self.experts.loads, self.experts.switches
         completed = False
         contexts: tuple[Any, Any] = (context, context_null)
         contexts_of = ""  # expert whose text-side cache `contexts` holds ("" = raw tensors)
         try:
             for i, t in enumerate(timesteps):
-                name = self.expert_for(t)
+                phase = request.step_phase(i, t)
+                name = phase.expert
                 model = self.experts.activate(name)
-                if contexts_of != name and hasattr(model, "encode_context"):
-                    # the text side of cross-attention is constant for the run: compute it once per expert
+                step_loras = [(lora, spec.strength_for(name) * phase.lora_scale) for spec, lora in loras]
+                changed = bool(loras) and apply_loras(model, step_loras)
+                if (contexts_of != name or changed) and hasattr(model, "encode_context"):
+                    # the text side of cross-attention is constant while expert and LoRAs are: compute it once
                     contexts = (model.encode_context(context), model.encode_context(context_null))
                     contexts_of = name
-                scale = request.guidance_for(name)
-                t_tensor = torch.tensor([t], dtype=torch.int64, device=self.device)
+                t_tensor = torch.tensor([t], dtype=torch.float64 if lightning else torch.int64, device=self.device)
                 t_model: Tensor = t_tensor if token_mask is None else token_mask * t_tensor
-                velocity = self._guided_velocity(model, latents, t_model, contexts[0], contexts[1], inputs.y, scale)
+                velocity = self._guided_velocity(
+                    model, latents, t_model, contexts[0], contexts[1], inputs.y, phase.guide_scale
+                )
                 latents = scheduler.step(velocity, t, latents)
                 if inputs.first_frame is not None and inputs.mask is not None:
                     latents = (1.0 - inputs.mask) * inputs.first_frame + inputs.mask * latents
                 used.append(name)
+                guidance.append(phase.guide_scale)
+                strengths.append(tuple(s for _, s in step_loras))
                 if callback is not None and callback(i + 1, total, name, latents) is False:
                     raise GenerationCancelled(f"cancelled by the callback after step {i + 1}/{total}")
             completed = True
         finally:
+            if loras:
+                for expert in self.experts.experts.values():
+                    remove_loras(expert)  # base weights exactly as loaded (the LoRAs never touch them)
             if self.offload:
                 self.experts.release()
             self.last_run = RunRecord(
@@ -408,8 +417,27 @@ class WanVideoPipeline:
                 loads=self.experts.loads - loads0,
                 switches=self.experts.switches - switches0,
                 completed=completed,
+                guidance=tuple(guidance),
+                lora_strengths=tuple(strengths),
             )
         return latents
+
+    def _load_loras(self, request: GenerationRequest) -> list[tuple[Any, Any]]:
+        """``(LoraSpec, NormalizedLora)`` per LoRA of the request, checked against every expert it
+        touches (before any step runs); a LoRA that does not fit is an ``InputError("loras")``."""
+        from .lora import LoraError, check_lora_fits
+
+        out = []
+        for spec in request.loras:
+            lora = spec.load()
+            for expert, model in self.experts.experts.items():
+                if spec.strength_for(expert) != 0.0:
+                    try:
+                        check_lora_fits(lora, model)
+                    except LoraError as e:
+                        raise InputError("loras", str(e)) from None
+            out.append((spec, lora))
+        return out
 
     @staticmethod
     def _guided_velocity(

@@ -40,8 +40,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from .configs import LIMITS, SOLVERS, get_spec
-from .errors import InputError
+from .configs import LIMITS, SCHEDULES, SOLVERS, get_spec
+from .errors import CheckpointError, InputError
+from .lora import LoraSpec  # torch-free at import
 
 if TYPE_CHECKING:
     from .configs import ModelSpec
@@ -50,10 +51,13 @@ __all__ = [
     "SETTINGS_VERSION",
     "URL_ALIASES",
     "GenerationRequest",
+    "LoraSpec",
+    "Phase",
     "RequestPolicy",
     "best_output_size",
     "FIELD_HELP",
     "check_fields",
+    "lora_from_text",
     "flat_values",
     "format_size",
     "i2v_a14b_output_size",
@@ -88,6 +92,9 @@ FIELD_HELP: Final[dict[str, str]] = {
     "guide_scale": "classifier-free guidance: one number, or LOW,HIGH for the A14B experts (official order)",
     "sample_solver": f"sampler: {', '.join(SOLVERS)} (default: unipc)",
     "seed": f"random seed, 0 to {LIMITS.seed.hi:.0f}; -1 draws one (default: -1)",
+    "loras": "LoRA files as PATH, PATH:STRENGTH or PATH:HIGH,LOW (A14B experts), or a JSON list",
+    "phases": 'JSON list of {"steps", "expert", "guide_scale", "lora_scale"} covering every step (e.g. Lightning)',
+    "schedule": "sigma grid: official (default) or lightning (linspace(1, 0) shifted, float timesteps)",
 }
 # Flat per-expert guidance names (forms, links, the API) -> expert.
 _FLAT_GUIDE: Final[dict[str, str]] = {"guide_scale_high": "high_noise", "guide_scale_low": "low_noise"}
@@ -100,11 +107,34 @@ class RequestPolicy:
     ``any_size``: accept any width/height that is a multiple of the task's ``size_multiple`` (each
     side within ``LIMITS.side`` and at most ``max_side``), not only the official sizes.
     ``max_side``: a server's cap on each side (the demo caps it); ``note`` is appended to that error.
+    ``lora_dir``: when set, LoRAs are named by file name and must be files in this folder (a server
+    never loads a path a client sends); when None (scripts, the CLI), any path or state dict works.
     """
 
     any_size: bool = False
     max_side: int = int(LIMITS.side.hi)
     note: str = ""
+    lora_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A run of consecutive denoising steps with its own expert, guidance and LoRA scale.
+
+    ``steps`` steps on ``expert`` at classifier-free guidance ``guide_scale`` (1.0 = one forward, CFG
+    off), with every LoRA at ``lora_scale`` times its strength for that expert (0 = without LoRAs).
+    A request's phases cover all its steps in order; without phases the official MoE rule applies
+    (the high-noise expert while ``t >= boundary``, each expert at its own guidance, LoRAs at 1x).
+    The Lightning presets and the 3-phase "motion fix" are phases.
+    """
+
+    steps: int
+    expert: str
+    guide_scale: float
+    lora_scale: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"steps": self.steps, "expert": self.expert, "guide_scale": self.guide_scale, "lora_scale": self.lora_scale}
 
 
 @dataclass(frozen=True)
@@ -117,6 +147,9 @@ class GenerationRequest:
     means the official one, see ``effective_negative_prompt``). ``prompt_fields`` is the structured
     prompt the text was built from (``prompting.PromptFields`` as a flat dict: formula mode, language,
     subject, scene, motion, aesthetic choices); stored with the settings, not read by the model.
+    ``loras`` are ``wan.LoraSpec`` (strength per expert); ``phases`` (optional) split the steps into
+    runs with their own expert, guidance and LoRA scale; ``schedule`` is the sigma grid
+    (``"official"`` or ``"lightning"``, see ``wan.configs.SCHEDULES``).
     """
 
     task: str
@@ -134,6 +167,9 @@ class GenerationRequest:
     any_size: bool = False
     output_size: tuple[int, int] = (0, 0)
     prompt_fields: Mapping[str, Any] | None = None
+    loras: tuple[LoraSpec, ...] = ()
+    phases: tuple[Phase, ...] | None = None
+    schedule: str = "official"
 
     # -- derived
     @property
@@ -164,6 +200,20 @@ class GenerationRequest:
     def guidance_for(self, expert: str) -> float:
         return self.guide_scale[expert]
 
+    def step_phase(self, step: int, timestep: float) -> Phase:
+        """The phase of 0-based ``step`` at ``timestep``: from ``phases``, else the official MoE rule."""
+        if self.phases is not None:
+            end = 0
+            for phase in self.phases:
+                end += phase.steps
+                if step < end:
+                    return phase
+            raise IndexError(f"step {step} is past the {end} steps of the phases")
+        spec = self.spec
+        boundary = spec.boundary_timestep
+        expert = "dense" if boundary is None else "high_noise" if timestep >= boundary else "low_noise"
+        return Phase(1, expert, self.guide_scale[expert], 1.0)
+
     # -- serialisation
     def to_settings(self) -> dict[str, Any]:
         """The settings JSON (schema ``SETTINGS_VERSION``); ``request_from_values`` reads it back."""
@@ -186,12 +236,15 @@ class GenerationRequest:
             "image": image_name,
             "output": {"width": self.width, "height": self.height},
             "prompt_fields": dict(self.prompt_fields) if self.prompt_fields else None,
+            "loras": [_lora_json(lora) for lora in self.loras],
+            "phases": None if self.phases is None else [p.to_json() for p in self.phases],
+            "schedule": self.schedule,
         }
 
     def with_changes(self, **changes: Any) -> GenerationRequest:
         """A new request with ``changes`` applied, validated again (e.g. ``seed=7`` for a batch)."""
         names = ("prompt", "negative_prompt", "size", "frame_num", "fps", "sampling_steps", "shift", "guide_scale",
-                 "sample_solver", "seed", "image", "any_size", "prompt_fields")  # fmt: skip
+                 "sample_solver", "seed", "image", "any_size", "prompt_fields", "loras", "phases", "schedule")  # fmt: skip
         kwargs = {name: getattr(self, name) for name in names}
         kwargs.update(changes)
         return make_request(self.task, **kwargs)
@@ -433,6 +486,120 @@ def _check_solver(solver: Any) -> str:
     return str(solver)
 
 
+def _lora_json(lora: LoraSpec) -> dict[str, Any]:
+    strength = dict(lora.strength) if isinstance(lora.strength, Mapping) else lora.strength
+    return {"name": lora.name, "sha256": lora.sha256_short, "strength": strength}
+
+
+def _check_strength(spec: ModelSpec, value: Any) -> float | dict[str, float]:
+    lim = LIMITS.lora_strength
+    form = f"a number from {_range_text(lim)} or a mapping of {', '.join(spec.experts)} to such numbers"
+    if isinstance(value, Mapping):
+        unknown = sorted(str(k) for k in value if k not in spec.experts)
+        if unknown:
+            raise InputError("loras", f"strength names experts {unknown}; {spec.task} has {', '.join(spec.experts)}")
+        values = dict(value)
+    else:
+        values = {"": value}
+    for v in values.values():
+        if not _is_number(v) or not math.isfinite(float(v)) or float(v) not in lim:
+            raise InputError("loras", f"strength must be {form}; got {_short(value)}")
+    return {str(k): float(v) for k, v in values.items()} if isinstance(value, Mapping) else float(value)
+
+
+def _lora_source(source: Any, policy: RequestPolicy) -> Any:
+    """A LoRA file's path (checked), or an in-memory state dict (scripts only)."""
+    if isinstance(source, Mapping):
+        if policy.lora_dir is not None:
+            raise InputError("loras", "this server takes LoRA file names from its LoRA folder, not state dicts")
+        return source
+    if not isinstance(source, (str, Path)) or not str(source).strip():
+        raise InputError("loras", f"each LoRA is a file (a path, or a name in the LoRA folder); got {_short(source)}")
+    if policy.lora_dir is None:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise InputError("loras", f"file not found: {path.name!r}")
+        return str(path)
+    name = str(source)
+    root = Path(policy.lora_dir).resolve()
+    path = (root / name).resolve()
+    if Path(name).is_absolute() or ".." in Path(name).parts or root not in path.parents or not path.is_file():
+        raise InputError("loras", f"{name[:80]!r} is not a LoRA file in this server's LoRA folder")
+    return str(path)
+
+
+def _lora_entry(entry: Any) -> tuple[Any, Any, str | None]:
+    """(source, strength, recorded sha256) of a LoRA entry in any accepted form."""
+    if isinstance(entry, LoraSpec):
+        return entry.source, entry.strength, None
+    if isinstance(entry, Mapping) and ("name" in entry or "path" in entry) and len(entry) <= 4:
+        return entry.get("path") or entry.get("name"), entry.get("strength", 1.0), entry.get("sha256")
+    if isinstance(entry, (tuple, list)) and len(entry) == 2:
+        return entry[0], entry[1], None
+    if isinstance(entry, (str, Path)):
+        return entry, 1.0, None
+    raise InputError(
+        "loras", f"each LoRA is a LoraSpec, a path, (path, strength) or {{'name': ..., 'strength': ...}}; got {_short(entry)}"
+    )
+
+
+def _check_loras(spec: ModelSpec, value: Any, policy: RequestPolicy) -> tuple[LoraSpec, ...]:
+    """LoRAs as ``LoraSpec``s: files found (in the server's folder when it has one), parsed (any
+    supported format; a file that is not a LoRA is named), strengths in range, sha256 as recorded."""
+    if value is None:
+        return ()
+    if not isinstance(value, (list, tuple)) or len(value) > LIMITS.loras:
+        raise InputError("loras", f"must be a list of at most {LIMITS.loras} LoRAs; got {_short(value)}")
+    out: list[LoraSpec] = []
+    for entry in value:
+        source, strength, sha = _lora_entry(entry)
+        lora = LoraSpec(_lora_source(source, policy), _check_strength(spec, strength))
+        try:
+            lora.load()
+        except CheckpointError as e:
+            raise InputError("loras", str(e)) from None
+        if sha and lora.sha256_short and sha != lora.sha256_short:
+            raise InputError(
+                "loras", f"{lora.name}: this file is not the one recorded (sha256 {sha}..., this file {lora.sha256_short}...)"
+            )
+        out.append(lora)
+    return tuple(out)
+
+
+def _check_phases(spec: ModelSpec, value: Any, steps: int | None) -> tuple[Phase, ...] | None:
+    """Phases in order; with ``steps`` they must cover exactly that many steps."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not value or len(value) > 16:
+        raise InputError("phases", f"must be a list of 1 to 16 phases; got {_short(value)}")
+    out: list[Phase] = []
+    for raw in value:
+        if isinstance(raw, Phase):
+            raw = raw.to_json()
+        if isinstance(raw, (list, tuple)) and len(raw) in (3, 4):
+            raw = dict(zip(("steps", "expert", "guide_scale", "lora_scale"), raw, strict=False))
+        if not isinstance(raw, Mapping):
+            raise InputError("phases", f"each phase is {{steps, expert, guide_scale, lora_scale}}; got {_short(raw)}")
+        n, expert = raw.get("steps"), raw.get("expert")
+        if not _is_int(n) or n < 1:
+            raise InputError("phases", f"phase steps must be an integer >= 1; got {_short(n)}")
+        if expert not in spec.experts:
+            raise InputError("phases", f"phase expert must be one of {', '.join(spec.experts)}; got {_short(expert)}")
+        g = _check_float("phases", raw.get("guide_scale", spec.guide_scale[expert]), LIMITS.guide_scale, " (phase guidance)")
+        ls = _check_float("phases", raw.get("lora_scale", 1.0), LIMITS.lora_strength, " (phase LoRA scale)")
+        out.append(Phase(int(n), str(expert), g, ls))
+    total = sum(p.steps for p in out)
+    if steps is not None and total != steps:
+        raise InputError("phases", f"the phases cover {total} steps but sampling_steps is {steps}")
+    return tuple(out)
+
+
+def _check_schedule(value: Any) -> str:
+    if value not in SCHEDULES:
+        raise InputError("schedule", f"must be one of {', '.join(SCHEDULES)}; got {_short(value)}")
+    return str(value)
+
+
 _MAX_PROMPT_FIELDS = 64
 
 
@@ -477,6 +644,9 @@ _CHECKS: Final[dict[str, Any]] = {
     "sample_solver": lambda spec, v, p: _check_solver(v),
     "seed": lambda spec, v, p: _check_seed(v),
     "prompt_fields": lambda spec, v, p: _check_prompt_fields(v),
+    "loras": _check_loras,
+    "phases": lambda spec, v, p: _check_phases(spec, v, None),
+    "schedule": lambda spec, v, p: _check_schedule(v),
 }
 
 
@@ -522,6 +692,9 @@ def make_request(
     any_size: bool | None = None,
     policy: RequestPolicy | None = None,
     prompt_fields: Any = None,
+    loras: Any = None,
+    phases: Any = None,
+    schedule: Any = None,
 ) -> GenerationRequest:
     """Validates typed settings for ``task`` and resolves defaults and the seed; raises ``InputError``.
 
@@ -548,12 +721,20 @@ def make_request(
     size_wh = _check_size(spec, spec.default_size if size is None else parse_size(size), policy)
     frames = _check_frames(spec, spec.frame_num if frame_num is None else frame_num)
     fps_v = _CHECKS["fps"](spec, spec.sample_fps if fps is None else fps, policy)
+    if sampling_steps is None and isinstance(phases, (list, tuple)) and phases:
+        try:  # phases alone set the step count
+            sampling_steps = sum(p.steps if isinstance(p, Phase) else p["steps"] if isinstance(p, Mapping) else p[0] for p in phases)
+        except (KeyError, IndexError, TypeError):
+            pass  # reported by the phase check below
     steps = _CHECKS["sampling_steps"](spec, spec.sample_steps if sampling_steps is None else sampling_steps, policy)
     shift_v = _CHECKS["shift"](spec, spec.sample_shift if shift is None else shift, policy)
     solver = _check_solver("unipc" if sample_solver is None else sample_solver)
     guide = _check_guidance(spec, spec.guide_scale if guide_scale is None else guide_scale)
     seed_v = _check_seed(seed)
     fields_v = _check_prompt_fields(prompt_fields)
+    phases_v = _check_phases(spec, phases, steps)
+    schedule_v = _check_schedule("official" if schedule is None else schedule)
+    loras_v = _check_loras(spec, loras, policy)
     output = size_wh if image is None else image_output_size(spec, _image_size(image), size_wh)
     return GenerationRequest(
         task=spec.task,
@@ -571,6 +752,9 @@ def make_request(
         any_size=policy.any_size,
         output_size=output,
         prompt_fields=fields_v,
+        loras=loras_v,
+        phases=phases_v,
+        schedule=schedule_v,
     )
 
 
@@ -624,7 +808,47 @@ _PARSERS: Final[dict[str, Any]] = {
     "guide_scale": _guidance_value,
     "sample_solver": lambda v: _solver(v),
     "seed": lambda v: _text_number("seed", v, integer=True),
+    "loras": lambda v: _lora_values(v),
+    "phases": lambda v: _json_list("phases", v),
+    "schedule": lambda v: v,
 }
+
+
+def _json_list(name: str, raw: Any) -> Any:
+    if isinstance(raw, str):
+        import json
+
+        try:
+            raw = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            raise InputError(name, f"must be a JSON list; got {_short(raw)}") from None
+    return raw
+
+
+_LORA_TEXT = re.compile(r"^(?P<path>.+?)(?::(?P<s>[-+]?[\d.]+(?:,[-+]?[\d.]+)?))?$")
+
+
+def lora_from_text(task: str, text: str) -> tuple[str, float | dict[str, float]]:
+    """``"PATH"``, ``"PATH:0.8"`` or ``"PATH:HIGH,LOW"`` (A14B: high-noise, then low-noise strength)."""
+    m = _LORA_TEXT.match(text.strip())
+    if m is None:
+        raise InputError("loras", f"write a LoRA as PATH, PATH:STRENGTH or PATH:HIGH,LOW; got {_short(text)}")
+    if m.group("s") is None:
+        return m.group("path"), 1.0
+    parts = [float(x) for x in m.group("s").split(",")]
+    if len(parts) == 1:
+        return m.group("path"), parts[0]
+    experts = get_spec(task).experts
+    if len(experts) != 2:
+        raise InputError("loras", f"{get_spec(task).task} has one model: give one strength; got {_short(text)}")
+    return m.group("path"), {"high_noise": parts[0], "low_noise": parts[1]}
+
+
+def _lora_values(raw: Any) -> Any:
+    raw = _json_list("loras", raw) if isinstance(raw, str) and raw.strip().startswith("[") else raw
+    if raw is None or raw == "":
+        return None
+    return list(raw) if isinstance(raw, (list, tuple)) else [raw]
 
 
 def _solver(raw: Any) -> str:
@@ -668,6 +892,12 @@ def parse_values(task: str, values: Mapping[str, Any]) -> tuple[dict[str, Any], 
         errors.append(InputError("guide_scale", f"{spec.task} has a single model: use guide_scale, not {', '.join(_FLAT_GUIDE)}"))
     if names.get("randomize_seed") in (True, "true", "True", "1", 1):
         out["seed"] = -1
+    if out.get("loras"):
+        try:
+            out["loras"] = [lora_from_text(task, e) if isinstance(e, str) else e for e in out["loras"]]
+        except InputError as e:
+            errors.append(e)
+            del out["loras"]
     if names.get("prompt_fields") is not None:
         out["prompt_fields"] = names["prompt_fields"]
     if "any_size" in names and isinstance(names["any_size"], bool):
@@ -693,9 +923,14 @@ def flat_values(task: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     ``size`` as ``"W*H"``, guidance as ``guide_scale_high``/``guide_scale_low`` (A14B) or ``guide_scale``."""
     spec = get_spec(task)
     out: dict[str, Any] = {}
-    for name in ("prompt", "negative_prompt", "frame_num", "fps", "sampling_steps", "shift", "sample_solver", "seed"):
+    for name in ("prompt", "negative_prompt", "frame_num", "fps", "sampling_steps", "shift", "sample_solver", "seed",
+                 "schedule"):  # fmt: skip
         if name in kwargs:
             out[name] = kwargs[name]
+    if kwargs.get("loras") is not None:
+        out["loras"] = [_lora_json(x) if isinstance(x, LoraSpec) else x for x in kwargs["loras"]]
+    if kwargs.get("phases") is not None:
+        out["phases"] = [x.to_json() if isinstance(x, Phase) else x for x in kwargs["phases"]]
     if "size" in kwargs:
         out["size"] = format_size(*kwargs["size"])
     if "guide_scale" in kwargs:

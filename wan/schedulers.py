@@ -99,7 +99,8 @@ class FlowScheduler:
     """Base class: official grid, step bookkeeping and validation. Subclasses implement ``_update``.
 
     Attributes after ``set_timesteps``:
-        timesteps: int64 ``[N]`` on the requested device (what the DiT and the MoE switch see).
+        timesteps: ``[N]`` on the requested device (what the DiT and the MoE switch see): int64 on the
+            official grid, float64 on the Lightning grid.
         sigmas: float32 ``[N + 1]`` on CPU, last value 0.
     """
 
@@ -127,10 +128,26 @@ class FlowScheduler:
         """Index of the next step to run (0 right after ``set_timesteps``)."""
         return self._step_index
 
-    def set_timesteps(self, steps: int, shift: float, device: torch.device | str | None = None) -> None:
-        """Builds the official grid for ``steps`` steps at ``shift`` and resets the solver state."""
-        sigmas = official_sigmas(steps, shift, self.grid, self.num_train_timesteps)
-        timesteps = (sigmas * self.num_train_timesteps).astype(np.int64)
+    def set_timesteps(
+        self, steps: int, shift: float, device: torch.device | str | None = None, *, schedule: str = "official"
+    ) -> None:
+        """Builds the grid for ``steps`` steps at ``shift`` and resets the solver state.
+
+        ``schedule="official"``: the official per-solver grid, integer timesteps. ``"lightning"``: the
+        grid the Lightning / lightx2v few-step LoRAs were trained on: ``linspace(1, 0, steps + 1)[:-1]``
+        shifted, and the timesteps are ``sigma * T`` as floats (4 steps at shift 5: 1000, 937.5,
+        833.33, 625).
+        """
+        if schedule == "lightning":
+            _check_steps_shift(steps, shift)
+            base = np.linspace(1.0, 0.0, int(steps) + 1)[:-1]
+            sigmas = float(shift) * base / (1.0 + (float(shift) - 1.0) * base)
+            timesteps = sigmas * self.num_train_timesteps
+        elif schedule == "official":
+            sigmas = official_sigmas(steps, shift, self.grid, self.num_train_timesteps)
+            timesteps = (sigmas * self.num_train_timesteps).astype(np.int64)
+        else:
+            raise ValueError(f"schedule must be 'official' or 'lightning', got {schedule!r}")
         sigmas32 = np.concatenate([sigmas, [0.0]]).astype(np.float32)
         self.sigmas = torch.from_numpy(sigmas32)
         self.timesteps = torch.from_numpy(timesteps).to(device=device)
