@@ -27,7 +27,7 @@ from .extension import (
     clean_answer,
     extension_kind,
 )
-from .factory import EXTENDER_KINDS, make_extender
+from .factory import EXTENDER_KINDS, ExtenderConfig, ExtenderInfo, available_extenders, make_extender, make_extenders
 from .fields import TEXT_FIELDS, Conflict, PromptFields, find_conflicts, resolve_conflicts
 from .language import detect_language
 from .presets import TASKS, example_prompts, negative_prompt, normalize_task
@@ -61,6 +61,8 @@ __all__ = [
     "BackendTimeout",
     "BackendUnavailable",
     "Conflict",
+    "ExtenderConfig",
+    "ExtenderInfo",
     "ExtensionError",
     "ExtensionResult",
     "MalformedResponse",
@@ -68,6 +70,7 @@ __all__ = [
     "PromptFields",
     "Term",
     "Vocabulary",
+    "available_extenders",
     "build_prompt",
     "clean_answer",
     "detect_language",
@@ -76,6 +79,7 @@ __all__ = [
     "find_conflicts",
     "load_vocabulary",
     "make_extender",
+    "make_extenders",
     "negative_prompt",
     "normalize_task",
     "parse_prompt",

@@ -3,6 +3,8 @@ enricher and make_extender. The HTTP and local-LLM backends have their own test 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import prompting
@@ -203,24 +205,43 @@ def test_extenders_satisfy_the_protocol() -> None:
 
 
 # ------------------------------------------------------------------------------ offline enricher
+# (more in tests/test_prompting_offline.py: the formula's parts, one language, image-to-video focus)
 @pytest.mark.parametrize(
     ("prompt", "task", "lang", "has_image", "expected"),
     [
         ("a red fox trotting through a snowy forest", "t2v-A14B", "en", False,
-         "Daylight, day time, medium shot, center composition. A red fox trotting through a snowy forest."),
+         "Daylight, soft lighting, day time, medium shot, center composition, medium focal length, eye-level shot, "
+         "cool colors. A red fox trotting through a snowy forest. The movement is slow and steady, each step calm, "
+         "smooth and natural. Snowflakes drift down slowly in the background. Tracking shot."),
         ("a cat napping in a cozy kitchen, close-up", "t2v", "en", False,
-         "Practical lighting, day time, close-up shot, center composition. A cat napping in a cozy kitchen."),
+         "Daylight, soft lighting, day time, close-up shot, center composition, medium focal length, eye-level shot, "
+         "warm colors. A cat napping in a cozy kitchen. The movement is minimal and calm: slow, even breathing with "
+         "only slight shifts. Dust motes drift slowly in the light. Camera pushes in."),
+        # an English idea stays English (with a warning) even when Chinese was asked for: no mixing
         ("an owl on a branch under a starry sky", "t2v", "zh", False,
-         "月光，夜晚，中景，中心构图，an owl on a branch under a starry sky。"),
-        ("一只狐狸在雪地里奔跑，特写", "t2v", "zh", False, "日光，白天，特写，中心构图，一只狐狸在雪地里奔跑。"),
+         "Moonlight, soft lighting, night time, medium shot, center composition, medium focal length, eye-level "
+         "shot, cool colors. An owl on a branch under a starry sky. The owl flutters its wings gently and turns its "
+         "head slowly. Stars twinkle faintly in the sky. Camera pushes in."),
+        ("一只狐狸在雪地里奔跑，特写", "t2v", "zh", False,
+         "日光，柔光，白天，特写，中心构图，中焦距，平视，冷色调。一只狐狸在雪地里奔跑。动作迅速有力，幅度较大，带着自然的冲劲。"
+         "背景中雪花缓缓飘落。跟随镜头。"),
         ("a fox at sunset, wide shot", "t2v", "en", False,
-         "Daylight, wide shot, center composition. A fox at sunset."),
+         "Daylight, edge lighting, wide shot, center composition, medium focal length, eye-level shot, warm colors. "
+         "A fox at sunset. The fox raises its head slowly and looks around, breathing calmly. Camera pushes in."),
         ("watercolor, a paper boat drifting on a pond", "ti2v-5B", "en", False,
-         "Watercolor painting. A paper boat drifting on a pond."),
-        ("anime girl waving on a rooftop", "t2v", "en", False, "Anime girl waving on a rooftop."),
-        ("the girl waves", "i2v-A14B", "en", True, "The girl waves. Fixed camera."),
-        ("小女孩挥手", "ti2v-5B", "zh", True, "小女孩挥手。固定镜头。"),
-        ("the girl waves as the camera pans left", "i2v", "en", True, "The girl waves as the camera pans left."),
+         "Watercolor painting. A paper boat drifting on a pond. The movement is slow and smooth, calm and flowing. "
+         "The water ripples and sparkles gently. Tracking shot."),
+        ("anime girl waving on a rooftop", "t2v", "en", False,
+         "Anime girl waving on a rooftop. The motion is gentle and unhurried, small in amplitude, rising slowly and "
+         "easing back smoothly. Camera pushes in."),
+        ("the girl waves", "i2v-A14B", "en", True,
+         "The girl waves. The motion is gentle and unhurried, small in amplitude, rising slowly and easing back "
+         "smoothly. The background stays steady, with only slight, natural movement. Fixed camera."),
+        ("小女孩挥手", "ti2v-5B", "zh", True,
+         "小女孩挥手。动作轻柔舒缓，幅度较小，缓慢抬起后又平稳地回落，自然流畅。背景保持稳定，只有轻微自然的晃动。固定镜头。"),
+        ("the girl waves as the camera pans left", "i2v", "en", True,
+         "The girl waves as the camera pans left. The motion is gentle and unhurried, small in amplitude, rising "
+         "slowly and easing back smoothly. The background stays steady, with only slight, natural movement."),
     ],
 )
 def test_offline_enricher(prompt: str, task: str, lang: str, has_image: bool, expected: str) -> None:
@@ -234,18 +255,23 @@ def test_offline_enricher(prompt: str, task: str, lang: str, has_image: bool, ex
 def test_offline_enricher_warns_that_it_cannot_translate() -> None:
     result = make_extender("offline").extend("밤에 도시를 걷는 고양이", task="t2v", lang="en")
     assert result.ok and result.reason == "untranslated" and "Korean" in result.warning
-    assert result.prompt == "Moonlight, night time, medium shot, center composition. 밤에 도시를 걷는 고양이."
+    assert result.prompt.startswith("Moonlight, soft lighting, night time, medium shot, center composition")
+    assert "밤에 도시를 걷는 고양이." in result.prompt
+    english = make_extender("offline").extend("a fox", lang="zh")
+    assert english.reason == "untranslated" and "stays in English" in english.warning
+    assert not re.search(r"[\u4e00-\u9fff]", english.prompt)
     same = make_extender("offline").extend("a fox", lang="en")
     assert same.warning is None
 
 
 def test_offline_enricher_options() -> None:
     two = make_extender("offline", max_tags=2).extend("a fox in a field", lang="en")
-    assert two.prompt == "Daylight, day time. A fox in a field."
-    none = make_extender("offline", max_tags=0).extend("a fox in a field", lang="zh")
-    assert none.prompt == "a fox in a field。"
+    assert two.prompt == ("Daylight, day time. A fox in a field. The fox raises its head slowly and looks around, "
+                          "breathing calmly. A light breeze stirs the leaves and grass. Camera pushes in.")
+    none = make_extender("offline", max_tags=0).extend("a fox in a field", lang="en")
+    assert none.prompt.startswith("A fox in a field. ")
     capped = make_extender("offline", max_chars=30).extend("a fox in a field", lang="en")
-    assert capped.prompt == "Daylight, day time, medium" and capped.reason == "truncated"
+    assert capped.prompt == "Daylight, soft lighting, day" and capped.reason == "truncated"
     with pytest.raises(ValueError, match="max_tags must be 0 or more"):
         make_extender("offline", max_tags=-1)
 
