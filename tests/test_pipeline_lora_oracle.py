@@ -10,9 +10,9 @@ diffusers' UniPC. On top of it:
   "low_noise": 1.3})]``;
 * diffusers: ``load_lora_weights(high, adapter_name="high")`` into ``transformer`` (the high-noise
   expert), ``load_lora_weights(low, adapter_name="low", load_into_transformer_2=True)`` into
-  ``transformer_2``, then per-model ``set_adapters`` (0.7 on ``transformer``, 1.3 on ``transformer_2``).
-  The pipeline-level ``WanPipeline.set_adapters`` passes every adapter name to every denoiser, and peft
-  refuses an adapter name a model does not hold, so the per-model call is the one that works here.
+  ``transformer_2``, then the pipeline-level ``set_adapters(["high", "low"], adapter_weights=[{"transformer":
+  0.7}, {"transformer_2": 1.3}])`` (per-component weights; the denoisers' active adapters and LoRA
+  scalings are checked afterwards).
 
 The HIGH file is in the official key format (``lora_down``/``lora_up`` + ``alpha``), the LOW file in the
 diffusers format (alpha folded into ``lora_B``), so both of diffusers' readers are exercised. Each LoRA
@@ -76,10 +76,15 @@ def _diffusers_with_loras(pipe: WanVideoPipeline, ckpt: Path, files: dict[str, P
     ref = diffusers_pipeline(TASK, ckpt, False, CFG["shift"])
     ref.load_lora_weights(str(files["high"]), adapter_name="high")  # -> transformer (high noise)
     ref.load_lora_weights(str(files["low"]), adapter_name="low", load_into_transformer_2=True)  # -> transformer_2
-    ref.transformer.set_adapters(["high"], [HIGH_STRENGTH])
-    ref.transformer_2.set_adapters(["low"], [LOW_STRENGTH])
-    # the adapters really sit where intended (and only there)
+    ref.set_adapters(["high", "low"], adapter_weights=[{"transformer": HIGH_STRENGTH}, {"transformer_2": LOW_STRENGTH}])
+    # the adapters really sit where intended (and only there), active, at the intended strength
     assert ref.get_list_adapters() == {"transformer": ["high"], "transformer_2": ["low"]}, ref.get_list_adapters()
+    # (the pipeline-level call marks both names active on both denoisers; peft skips, in the forward, an
+    # active name a layer does not hold, so what counts is which LoRA each layer holds, and its scale)
+    for model, name, strength in ((ref.transformer, "high", HIGH_STRENGTH), (ref.transformer_2, "low", LOW_STRENGTH)):
+        q = model.blocks[0].attn1.to_q  # a peft LoRA layer
+        assert set(q.lora_A) == {name} and name in q.active_adapters, (name, list(q.lora_A), q.active_adapters)
+        assert q.scaling == {name: pytest.approx(strength)}, (name, q.scaling)  # diffusers folds alpha into the factors
     with torch.no_grad():
         video = ref(
             prompt_embeds=context, negative_prompt_embeds=context_null, latents=noise[None], height=height,
