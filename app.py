@@ -47,14 +47,74 @@ ASSETS = ROOT / "assets"
 JOBS_PER_SESSION = 2           # generation jobs one session may have queued or running
 DELETE_CACHE = (600, 3600)     # every 10 min, delete uploads and cached files older than 1 h
 
-THEME = gr.themes.Default(primary_hue="violet", secondary_hue="sky", neutral_hue="slate", radius_size="md")
-# Dark by default; `?__theme=light` keeps Gradio's light theme.
-DARK_BY_DEFAULT_JS = """
+# Colours checked for WCAG AA (4.5:1 for text) in both themes (tests/test_browser_page.py measures them
+# from the rendered page): primary buttons and the active tab on violet-600/-300, Cancel on red-700,
+# small labels and info text on slate-600 (light) / slate-400 (dark).
+THEME = gr.themes.Default(primary_hue="violet", secondary_hue="sky", neutral_hue="slate", radius_size="md").set(
+    body_text_color_subdued="*neutral_600",
+    body_text_color_subdued_dark="*neutral_400",
+    color_accent="*primary_600",
+    button_primary_background_fill="*primary_600",
+    button_primary_background_fill_hover="*primary_700",
+    button_primary_background_fill_dark="*primary_600",
+    button_primary_background_fill_hover_dark="*primary_700",
+    button_cancel_background_fill="#b91c1c",
+    button_cancel_background_fill_hover="#991b1b",
+    button_cancel_background_fill_dark="#b91c1c",
+    button_cancel_background_fill_hover_dark="#991b1b",
+)
+# Runs once in the browser: dark by default (`?__theme=light` keeps Gradio's light theme); Ctrl/Cmd+Enter
+# in a prompt box generates; Tab out of an open dropdown closes it; text boxes whose <label> also holds a
+# copy button get an accessible name; on small screens the prompt assistant starts collapsed and Generate
+# brings the result and its progress into view.
+APP_JS = """
 () => {
   const params = new URLSearchParams(window.location.search);
   if (params.get('__theme') !== 'light') { document.body.classList.add('dark'); }
+  const small = () => window.matchMedia('(max-width: 768px)').matches;
+  const panelOf = (el) => el.closest('[role=tabpanel], .tabitem') || document;
+  document.addEventListener('keydown', (e) => {
+    const t = e.target;
+    if (!(t instanceof Element)) return;
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey) && t.closest('.prompt')) {
+      const btn = panelOf(t).querySelector('button.generate');
+      if (btn && !btn.disabled) { e.preventDefault(); btn.click(); }
+    } else if (e.key === 'Tab' && t.getAttribute('role') === 'combobox') {
+      // Gradio's dropdown handles keys after a tick and reopens its list for any key but Escape, after the
+      // blur closed it: keep Tab from it (focus still moves; the blur closes the list)
+      e.stopPropagation();
+    }
+  }, true);
+  document.addEventListener('click', (e) => {
+    const btn = e.target instanceof Element && e.target.closest('button.generate');
+    if (!btn || !small()) return;
+    const out = panelOf(btn).querySelector('.outputs');
+    if (!out) return;
+    setTimeout(() => {
+      const r = out.getBoundingClientRect();
+      if (r.top < 0 || r.top > window.innerHeight * 0.6) out.scrollIntoView({behavior: 'smooth', block: 'start'});
+    }, 60);
+  }, true);
+  const nameBoxes = () => {
+    for (const box of document.querySelectorAll('.block textarea, .block input[type=text], .block input:not([type])')) {
+      if (box.getAttribute('aria-label') || (box.labels && box.labels.length)) continue;
+      const info = box.closest('.block')?.querySelector('[data-testid=block-info]');
+      if (info && info.textContent.trim()) box.setAttribute('aria-label', info.textContent.trim());
+    }
+  };
+  let collapsed = !small();
+  const onChange = () => {
+    nameBoxes();
+    if (!collapsed) {
+      const heads = document.querySelectorAll('.assistant > button.label-wrap.open, .assistant > .label-wrap.open');
+      if (heads.length) { heads.forEach((h) => h.click()); collapsed = true; }
+    }
+  };
+  new MutationObserver(onChange).observe(document.body, {childList: true, subtree: true});
+  onChange();
 }
 """
+DARK_BY_DEFAULT_JS = APP_JS  # the old name
 
 
 # ------------------------------------------------------------------------------------ i18n
@@ -97,7 +157,8 @@ def create_demo(
 
     with gr.Blocks(title="Wan 2.2 Playground", fill_width=True, delete_cache=DELETE_CACHE) as demo:
         notice = _build_header(engine.demo)
-        with gr.Tabs(selected=TASK_UI[next(iter(TASK_UI))].tab_id, elem_id="tabs") as tabs:
+        # "wrap": on a phone every tab stays visible (the default "menu" hides three of four behind "...")
+        with gr.Tabs(selected=TASK_UI[next(iter(TASK_UI))].tab_id, elem_id="tabs", overflow_behavior="wrap") as tabs:
             for task, view in views.items():
                 with gr.Tab(t(TAB_KEYS[task]), id=view.ui.tab_id, elem_id=view.ui.tab_id):
                     view.build()
@@ -119,7 +180,7 @@ def create_demo(
 def _build_header(demo_mode: bool) -> gr.Markdown:
     """Title, subtitle, the demo badge; returns the (hidden) notice that links and restores write."""
     with gr.Row(elem_classes=["header"]):
-        gr.Markdown(f"# {STRINGS['en']['app.title']}", elem_classes=["title"])
+        gr.Markdown("# " + t("app.title"), elem_classes=["title"])
     gr.Markdown(t("app.subtitle"), elem_classes=["subtitle"])
     if demo_mode:
         gr.Markdown(t("app.demo_badge"), elem_classes=["demo-badge"], elem_id="demo-badge")
@@ -206,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         i18n=build_i18n(),
         theme=THEME,
         css_paths=[ASSETS / "style.css"],
-        js=DARK_BY_DEFAULT_JS,
+        js=APP_JS,
         favicon_path=ASSETS / "favicon.png" if (ASSETS / "favicon.png").is_file() else None,
         footer_links=["api", "gradio", "settings"],
     )

@@ -23,6 +23,7 @@ __all__ = [
     "download_weights",
     "ensure_demo_checkpoint",
     "expected_files",
+    "how_to_get",
     "locate_weights",
     "missing_message",
 ]
@@ -56,50 +57,77 @@ def expected_files(task: str) -> list[str]:
     return list(required_files(task, "official"))
 
 
-def missing_message(task: str, ckpt_dir: Path | None, reason: str | None = None) -> str:
-    """Which files are missing and the ways to get them (for the UI and the console)."""
+def _files_block(task: str) -> str:
+    try:
+        return "\n".join(f"  - {f}" for f in expected_files(task))
+    except Exception as e:  # wan not importable: still say how to get the weights
+        log.warning("discovery: cannot list expected files for %s: %s", task, e)
+        return "  - (file list unavailable)"
+
+
+def how_to_get(task: str) -> str:
+    """The files a checkpoint folder holds and the commands that get them: no server paths (for users)."""
+    from wan.configs import get_spec
+
+    repo = get_spec(task).hf_repo
+    name = repo.split("/")[-1]
+    return "\n".join([
+        "A checkpoint folder holds (official layout):",
+        _files_block(task),
+        "Get them with one of:",
+        f"  hf download {repo} --local-dir ./ckpts/{name}   then   python app.py --ckpt-dir ./ckpts/{name}",
+        "  python app.py --download          (downloads into the Hugging Face cache on first use)",
+        "  python app.py --demo              (tiny random weights, to try the UI on CPU)",
+    ])
+
+
+def missing_message(task: str, ckpt_dir: Path | None, reason: str | None = None, *, paths: bool = True) -> str:
+    """Which files are missing and the ways to get them. ``paths=True`` (the console, the server log)
+    also names the folders searched and the loader's problem; ``paths=False`` (users) names none."""
     from wan.configs import get_spec
     from wan.loading import hf_cache_dir, hub_offline
 
     repo = get_spec(task).hf_repo
-    searched = [f"--ckpt-dir {ckpt_dir}" if ckpt_dir else None]
-    env_dir = os.environ.get("WAN_CKPT_DIR")
-    if env_dir:
-        searched.append(f"WAN_CKPT_DIR={env_dir}")
-    searched.append(f"the Hugging Face cache ({hf_cache_dir()}) for {repo}")
-    try:
-        files = "\n".join(f"  - {f}" for f in expected_files(task))
-    except Exception as e:  # wan not importable: still say how to get the weights
-        log.warning("discovery: cannot list expected files for %s: %s", task, e)
-        files = "  - (file list unavailable)"
     offline = " (HF_HUB_OFFLINE is set, so nothing can be downloaded)" if hub_offline() else ""
-    lines = [
-        f"The {task} weights were not found{offline}.",
-        f"Searched: {'; '.join(s for s in searched if s)}.",
-    ]
-    if reason:
-        lines.append(f"Problem: {reason}")
-    lines += [
-        "A checkpoint folder holds (official layout):",
-        files,
-        "Get them with one of:",
-        f"  hf download {repo} --local-dir ./ckpts/{repo.split('/')[-1]}   then   python app.py --ckpt-dir ./ckpts/{repo.split('/')[-1]}",
-        "  python app.py --download          (downloads into the Hugging Face cache on first use)",
-        "  python app.py --demo              (tiny random weights, to try the UI on CPU)",
-    ]
+    lines = [f"The {task} weights were not found{offline}."]
+    if paths:
+        searched = [f"--ckpt-dir {ckpt_dir}" if ckpt_dir else None]
+        env_dir = os.environ.get("WAN_CKPT_DIR")
+        if env_dir:
+            searched.append(f"WAN_CKPT_DIR={env_dir}")
+        searched.append(f"the Hugging Face cache ({hf_cache_dir()}) for {repo}")
+        lines.append(f"Searched: {'; '.join(s for s in searched if s)}.")
+        if reason:
+            lines.append(f"Problem: {reason}")
+    lines.append(how_to_get(task))
     return "\n".join(lines)
 
 
+_logged: set[tuple[str, str]] = set()
+
+
+def _log_missing_once(task: str, ckpt_dir: Path | None, reason: str | None) -> None:
+    """The full message with the searched folders, in the server log once per task and folder."""
+    key = (task, str(ckpt_dir))
+    if key not in _logged:
+        _logged.add(key)
+        log.warning("%s", missing_message(task, ckpt_dir, reason=reason))
+
+
 def locate_weights(task: str, ckpt_dir: Path | None) -> WeightsStatus:
+    """Where the weights are; ``detail`` is for users (no server paths when missing; the path detail goes
+    to the server log)."""
     from wan import loading
 
     try:
         found = loading.find_checkpoint(task, ckpt_dir)
     except loading.CheckpointError as e:
-        return WeightsStatus(task, None, False, missing_message(task, ckpt_dir, reason=str(e)))
+        _log_missing_once(task, ckpt_dir, str(e))
+        return WeightsStatus(task, None, False, missing_message(task, ckpt_dir, paths=False))
     if found is None:
-        return WeightsStatus(task, None, False, missing_message(task, ckpt_dir))
-    return WeightsStatus(task, Path(found), False, f"{task} weights: {found}")
+        _log_missing_once(task, ckpt_dir, None)
+        return WeightsStatus(task, None, False, missing_message(task, ckpt_dir, paths=False))
+    return WeightsStatus(task, Path(found), False, f"{task} weights found")
 
 
 def download_weights(
@@ -109,27 +137,25 @@ def download_weights(
     from wan import loading
     from wan.configs import get_spec
 
-    if loading.hub_offline():
-        raise WeightsMissing(missing_message(task, ckpt_dir, reason="offline: HF_HUB_OFFLINE is set"))
+    if loading.hub_offline():  # the message says "HF_HUB_OFFLINE is set"
+        raise WeightsMissing("Cannot download: offline.\n" + missing_message(task, ckpt_dir, paths=False))
     repo = get_spec(task).hf_repo
     local_dir = ckpt_dir / repo.split("/")[-1] if ckpt_dir else None
     if progress:
         progress(f"downloading {repo}…")
     try:
         path = loading.download_checkpoint(task, local_dir)
-    except Exception as e:  # network, auth, disk: report with the manual instructions
-        raise WeightsMissing(missing_message(task, ckpt_dir, reason=f"download failed: {e}")) from e
+    except Exception as e:  # network, auth, disk: report with the manual instructions (paths: the log only)
+        log.warning("download of %s failed: %s", repo, e)
+        raise WeightsMissing(f"Download of {repo} failed ({type(e).__name__}).\n"
+                             + missing_message(task, ckpt_dir, paths=False)) from e
     return Path(path)
 
 
 def demo_status(task: str, demo_root: Path) -> WeightsStatus:
     path = demo_root / task
     ready = (path / _DEMO_MARKER).is_file()
-    detail = (
-        f"{task}: DEMO — tiny random weights ({path}); the output is noise, only the UI flow is real"
-        if ready
-        else f"{task}: DEMO — tiny random weights, written to {path} on first use"
-    )
+    detail = f"{task}: DEMO — tiny random weights; the output is noise, only the UI flow is real"
     return WeightsStatus(task, path if ready else None, True, detail)
 
 

@@ -43,6 +43,7 @@ from .common import (
     t,
 )
 from .endpoints import Endpoint, default_values
+from . import weights_view
 from .safe import code, md, toast
 
 __all__ = ["TAB_KEYS", "TaskView", "estimate_text"]
@@ -94,22 +95,30 @@ class TaskView:
 
     # ------------------------------------------------------------------------------ build
     def build(self) -> TaskView:
-        with gr.Row(equal_height=False):
+        self._build_weights()
+        # .task-row/.inputs/.outputs: on a phone the result follows Generate, before the assistant (style.css)
+        with gr.Row(equal_height=False, elem_classes=["task-row"]):
             with gr.Column(scale=3, elem_classes=["inputs"]):
                 self._build_inputs()
                 self._build_assistant()
-                with gr.Accordion(t("field.negative_prompt"), open=False):
+                with gr.Accordion(t("field.negative_prompt"), open=False, elem_classes=["negative-acc"]):
                     self.form["negative_prompt"] = gr.Textbox(
-                        value=self.spec.negative_prompt, show_label=False, lines=3, elem_classes=["negative"]
+                        value=self.spec.negative_prompt, show_label=False, lines=3, elem_classes=["negative"],
                     )
+                    weights_view.negative_gloss(self.spec.negative_prompt)
             with gr.Column(scale=2, elem_classes=["outputs"]):
                 self._build_outputs()
+                self.quality = weights_view.QualityPresets(self.task, self.spec, self.engine.demo).build()
                 self._build_settings()
-                with gr.Accordion(t("section.model"), open=self.engine.demo):
-                    self.weights = gr.Markdown(self.weights_text(), elem_classes=["weights"])
-                    self.download_btn = gr.Button(t("btn.download"), size="sm",
-                                                  visible=self.options.allow_download and not self.engine.demo)
         return self
+
+    def _build_weights(self) -> None:
+        """The weights status line (found / demo / missing and how to get them) at the top of the tab."""
+        status = self.engine.weights(self.task)
+        with gr.Row(elem_classes=["weights-row"], equal_height=True):
+            self.weights = gr.Markdown(self.weights_text(), elem_classes=["weights"])
+            self.download_btn = gr.Button(t("btn.download"), size="sm", scale=0, min_width=200,
+                                          visible=self.options.allow_download and not status.ready)
 
     def _build_inputs(self) -> None:
         if self.ui.image_allowed:
@@ -123,7 +132,7 @@ class TaskView:
         with gr.Row():
             self.generate_btn = gr.Button(t("btn.generate"), variant="primary", elem_classes=["generate"], scale=3)
             self.cancel_btn = gr.Button(t("btn.cancel"), variant="stop", elem_classes=["cancel"], scale=1)
-        d = default_values(self.spec, self.engine.demo)
+        d = weights_view.initial_values(self.spec, self.engine.demo)  # the draft preset: not the slowest run
         self.estimate_md = gr.Markdown(  # English here; demo.load and every change write the browser's language
             estimate_text(self.task, d["size"], d["frame_num"], d["fps"], d["sampling_steps"], demo=self.engine.demo),
             elem_classes=["estimate"],
@@ -194,13 +203,13 @@ class TaskView:
     def _size_info(self) -> str | None:
         if not self.options.any_size:
             return None
-        if self.options.demo:
-            return f"demo: any W*H, multiples of {self.spec.size_multiple}, {MIN_SIDE}–{DEMO_MAX_SIDE} px per side"
-        return f"any W*H, multiples of {self.spec.size_multiple}, {MIN_SIDE}–{MAX_SIDE} px per side"
+        if self.options.demo:  # translated key + numbers (the frontend translates the key inside the text)
+            return t("size.info_demo") + f" {self.spec.size_multiple} · {MIN_SIDE}–{DEMO_MAX_SIDE} px"
+        return t("size.info_any") + f" {self.spec.size_multiple} · {MIN_SIDE}–{MAX_SIDE} px"
 
     def _build_settings(self) -> None:
         spec, f, demo = self.spec, self.form, self.engine.demo
-        d = default_values(spec, demo)
+        d = weights_view.initial_values(spec, demo)
         with gr.Accordion(t("section.settings"), open=True, elem_classes=["settings"]):
             with gr.Row():
                 f["size"] = gr.Dropdown([(p.label, p.value) for p in size_presets(spec, demo=demo)], value=d["size"],
@@ -232,14 +241,13 @@ class TaskView:
             if isinstance(comp, (CheckedSlider, CheckedNumber)):
                 named(comp, name)
 
-    def weights_text(self) -> str:
-        """Where the weights are; on a public server only whether they are there (no server paths)."""
-        status = self.engine.weights(self.task)
-        if not self.options.public:
-            return md(status.detail)
-        if status.demo:
-            return md(f"{self.task}: DEMO — tiny random weights; the output is noise, only the UI flow is real")
-        return md(f"{self.task}: weights found" if status.ready else f"{self.task}: weights not installed")
+    def weights_text(self, lang: str = "en") -> str:
+        """The weights status line in ``lang``: found / demo / missing and how to get them (no server paths)."""
+        return weights_view.status_markdown(self.engine.weights(self.task), lang, public=self.options.public,
+                                            download=self.options.allow_download)
+
+    def weights_for(self, request: gr.Request) -> str:
+        return self.weights_text(request_lang(request))
 
     def restorable(self) -> list[Any]:
         """Every component ``restore_updates`` and ``prefill_updates`` may write."""
@@ -273,6 +281,8 @@ class TaskView:
         gr.on([demo.load, *(c.change for c in estimate_inputs)], self.estimate, inputs=estimate_inputs,
               outputs=self.estimate_md, queue=False, show_progress="hidden", api_visibility="private")
         self.download_btn.click(self.download, outputs=self.weights, concurrency_id="gpu", api_visibility="private")
+        demo.load(self.weights_for, outputs=self.weights, queue=False, show_progress="hidden", api_visibility="private")
+        self.quality.wire(self.form)
 
     def _wire_assistant(self) -> None:
         gr.on(
@@ -281,9 +291,9 @@ class TaskView:
             outputs=[self.preview, self.prompt_fields, self.assist_note], queue=False, show_progress="hidden",
             trigger_mode="always_last", api_visibility="private",
         )
-        self.examples.input(self.use_example, inputs=self.examples,
+        self.examples.input(self.use_example, inputs=[self.examples, self.form["prompt"]],
                             outputs=[self.form["prompt"], self.assist_mode, self.assist_lang, *self.assist.values()],
-                            queue=False, api_visibility="private")
+                            api_visibility="private")  # queued: its notices (gr.Info) need the event stream
         self.use_btn.click(lambda text: text if text else gr.skip(), inputs=self.preview, outputs=self.form["prompt"],
                            queue=False, api_visibility="private")
         extend_inputs = [self.preview, self.form["prompt"], self.assist_lang]
@@ -310,13 +320,18 @@ class TaskView:
             return gr.skip(), gr.skip(), f"⚠ {md(e)}"
         return text, fields, "\n\n".join(f"⚠ {n}" for n in notes)
 
-    def use_example(self, index: int | None, request: gr.Request) -> Any:
-        """Fill the prompt and the assistant from the chosen example."""
+    def use_example(self, index: int | None, typed: str | None, request: gr.Request) -> Any:
+        """Fill the assistant from the chosen example, and the prompt too when it is empty (a typed prompt
+        is kept: a notice says "Use as prompt" applies the example)."""
         examples = assistant.examples(self.task)
         if index is None or not 0 <= int(index) < len(examples):
             return gr.skip()
         ex = examples[int(index)]
-        updates: dict[Any, Any] = {self.form["prompt"]: ex["prompt"]}
+        updates: dict[Any, Any] = {}
+        if (typed or "").strip() and typed.strip() != ex["prompt"].strip():
+            gr.Info(tr("assistant.example_kept", request_lang(request)))
+        else:
+            updates[self.form["prompt"]] = ex["prompt"]
         if ex.get("image"):
             gr.Info(tr("assistant.example_image", request_lang(request)))
         updates.update(self._assist_updates(ex.get("fields") or {}))
@@ -365,14 +380,15 @@ class TaskView:
             return gr.skip()
         return str(path) if path.is_file() else gr.skip()
 
-    def download(self, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> str:
+    def download(self, request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> str:
+        lang = request_lang(request)
         if not self.options.allow_download:
-            raise user_error("Downloads are off on this server (start it with --download).", title="Download off")
+            raise user_error(tr("weights.download_off", lang), title=tr("error.download_off", lang))
         try:
             self.engine.download(self.task, progress=lambda msg: progress(0, desc=msg))
         except WeightsMissing as e:
-            raise user_error(toast(str(e)), title="Download failed") from None
-        return self.weights_text()
+            raise user_error(toast(str(e)), title=tr("error.download_failed", lang)) from None
+        return self.weights_text(lang)
 
     # ---------------------------------------------------------------------------- restore
     def _assist_updates(self, fields: Mapping[str, Any]) -> dict[Any, Any]:
