@@ -19,6 +19,7 @@ import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from playground.zerogpu import on_zero_gpu
@@ -35,7 +36,7 @@ from playground.i18n import LANGS, STRINGS
 from playground.studio import TASK_UI, Studio
 from playground.views import AppOptions, CancelRegistry, HistoryView, SessionJobCap, TaskView
 from playground.views.common import MAX_UPLOAD, t
-from playground.views.endpoints import GenerateRunner, make_extend_api, make_generate_endpoints
+from playground.views.endpoints import GenerateRunner, extenders_of, make_extend_api, make_generate_endpoints
 from playground.views.history_view import HISTORY_TAB
 from playground.views.task_tab import TAB_KEYS, estimate_text
 from prompting.extension import PromptExtender
@@ -134,7 +135,7 @@ def create_demo(
     engine: Engine,
     store: HistoryStore,
     *,
-    extender: PromptExtender | None = None,
+    extender: PromptExtender | Mapping[str, PromptExtender] | None = None,
     any_size: bool | None = None,
     options: AppOptions | None = None,
 ) -> gr.Blocks:
@@ -150,9 +151,12 @@ def create_demo(
         import prompting
 
         extender = prompting.make_extender("offline")
+    extenders = extenders_of(extender)  # {kind: extender}, the default first: every one is offered in the UI
     studio = Studio(engine, store, any_size=any_size)
     cancels = CancelRegistry()
     views = {task: TaskView(task, engine, store, cancels, options) for task in TASK_UI}
+    for view in views.values():
+        view.extenders = extenders
     history = HistoryView(studio, store, views, options)
 
     with gr.Blocks(title="Wan 2.2 Playground", fill_width=True, delete_cache=DELETE_CACHE) as demo:
@@ -169,11 +173,11 @@ def create_demo(
         run = GenerateRunner(studio, store, cancels, options)
         endpoints = make_generate_endpoints(run, {task: v.spec for task, v in views.items()}, demo=engine.demo)
         for task, view in views.items():
-            view.wire(demo, endpoints[task], owner=history.owner, extender=extender, on_result=history.on_result)
+            view.wire(demo, endpoints[task], owner=history.owner, extender=extenders, on_result=history.on_result)
         history.wire(demo)
         # the offline extender is a quick CPU rewrite: no queue; an LLM backend waits in its own line
-        gr.api(make_extend_api(extender), api_name="extend_prompt",
-               queue=getattr(extender, "name", "") != "offline", concurrency_id="llm")
+        gr.api(make_extend_api(extenders), api_name="extend_prompt",
+               queue=set(extenders) != {"offline"}, concurrency_id="llm")
     return demo
 
 
@@ -219,10 +223,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--offload", action=argparse.BooleanOptionalAction, default=None,
                    help="offload idle experts / encoders to the CPU (default: the pipeline's choice)")
     p.add_argument("--extender", default="offline", choices=["offline", "openai", "local"],
-                   help="prompt extension backend for the 'Extend with LLM' button")
+                   help="the default prompt enhancer of 'Extend with LLM'; every configured one (offline always, "
+                        "openai with --extender-url or WAN_PROMPT_API_BASE/keys, local with a model) can be picked in the UI")
     p.add_argument("--extender-model", default=None, help="model name for the openai / local extender")
     p.add_argument("--extender-url", default=None, help="base URL of an OpenAI-compatible endpoint")
     return p.parse_args(argv)
+
+
+def make_extenders(args: argparse.Namespace) -> dict[str, PromptExtender]:
+    """Every configured prompt enhancer ({kind: extender}), ``--extender``'s first (the default)."""
+    import prompting
+
+    config = prompting.ExtenderConfig.from_flags(args.extender, args.extender_model, args.extender_url)
+    return prompting.make_extenders(config)
 
 
 def make_extender(args: argparse.Namespace) -> PromptExtender:
@@ -255,7 +268,11 @@ def main(argv: list[str] | None = None) -> None:
     any_size = args.any_size or args.demo
     options = AppOptions(demo=args.demo, any_size=any_size, public=args.public, allow_download=args.download,
                          upload_root=gr.utils.get_upload_folder())
-    demo = create_demo(engine, store, extender=make_extender(args), any_size=any_size, options=options)
+    try:
+        extenders = make_extenders(args)
+    except ValueError as e:
+        sys.exit(f"--extender {args.extender}: {e}")
+    demo = create_demo(engine, store, extender=extenders, any_size=any_size, options=options)
     configure_queue(demo, max_size=args.queue_size, per_session=args.jobs_per_session)
     demo.launch(
         server_name=args.host,

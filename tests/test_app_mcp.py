@@ -107,7 +107,8 @@ def test_tools_are_listed_with_docstring_descriptions(mcp_server):
     ext = tools["extend_prompt"]
     assert ext.description.startswith("Extend a short video prompt into a detailed one")
     ext_props = ext.inputSchema["properties"]
-    assert set(ext_props) == {"prompt", "task", "lang", "has_image"}
+    assert set(ext_props) == {"prompt", "task", "lang", "has_image", "backend"}
+    assert '"offline"' in ext_props["backend"]["description"]
     assert "t2v-A14B" in ext_props["task"]["description"] and '"zh"' in ext_props["lang"]["description"]
 
 

@@ -204,10 +204,14 @@ def test_examples_dropdown_and_formula_notes(browser, server):
     t2v.get_by_label("Fixed camera").check()
     page.wait_for_function("el => el.innerText.includes('contradicts')", arg=note.element_handle(), timeout=10_000)
     assert "Camera pulls out" in note.inner_text()
-    # "Extend with LLM" (the offline extender of the default --extender) rewrites the prompt, longer
+    # "Extend with LLM" (the offline extender of the default --extender) proposes a longer prompt; Accept
+    # puts it in (more in tests/test_browser_extend.py)
     before = "a fisherman casts a net"
     prompt.fill(before)
     t2v.locator("button.extend-prompt").click()
+    proposal = t2v.locator(".proposal-text textarea")
+    proposal.wait_for(state="visible", timeout=20_000)
+    t2v.locator("button.accept-proposal").click()
     page.wait_for_function("([el, b]) => el.value !== b && el.value.length > 0",
                            arg=[prompt.element_handle(), before], timeout=20_000)
     assert "fisherman" in prompt.input_value().lower()

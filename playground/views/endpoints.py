@@ -29,7 +29,7 @@ from .cancel import CancelRegistry
 from .common import user_error, MAX_FPS, MAX_FRAMES, MAX_SEED, MAX_STEPS, SOLVERS, AppOptions, app_url, input_error, request_lang, session_of
 from .safe import code, toast
 
-__all__ = ["FORM_FIELDS", "GenerateRunner", "default_values", "document", "make_extend_api", "make_generate_endpoints"]
+__all__ = ["FORM_FIELDS", "GenerateRunner", "default_values", "document", "extenders_of", "make_extend_api", "make_generate_endpoints"]
 
 log = logging.getLogger("wan.app")
 
@@ -284,26 +284,43 @@ def _check_extend_args(prompt: Any, task: Any, lang: Any, has_image: Any) -> Non
         raise user_error(toast(f"has_image: {has_image!r} is not true or false"), title="Invalid input")
 
 
+def extenders_of(extender: Any) -> dict[str, Any]:
+    """The enhancers by kind, the default first: a ``{kind: extender}`` mapping as given, or one extender."""
+    if isinstance(extender, Mapping):
+        return dict(extender)
+    return {getattr(extender, "name", "offline"): extender}
+
+
 def make_extend_api(extender: Any) -> Callable[..., str]:
-    def extend_prompt(prompt: str, task: str = "t2v-A14B", lang: str = "en", has_image: bool = False) -> str:
+    """The extend_prompt endpoint over one extender or a ``{kind: extender}`` mapping (default first)."""
+    extenders = extenders_of(extender)
+    default = next(iter(extenders))
+
+    def extend_prompt(prompt: str, task: str = "t2v-A14B", lang: str = "en", has_image: bool = False,
+                      backend: str | None = None) -> str:
         """Extend a short video prompt into a detailed one in the Wan 2.2 prompt-extension style (subject, scene, motion, light, camera); use the result as the prompt of a generate tool.
 
         Args:
             prompt: the short prompt to extend, e.g. "a red fox in the snow".
             task: the model the prompt is for: "t2v-A14B" (text-to-video), "i2v-A14B" (image-to-video) or "ti2v-5B" (text or text + image).
-            lang: the language of the extended prompt: "en" (English) or "zh" (Chinese).
+            lang: the language of the extended prompt: "en" (English) or "zh" (Chinese). The "offline" enhancer does not translate: it keeps the prompt's own language.
             has_image: true if the video will start from an input image (i2v-A14B, or ti2v-5B with an image); the prompt then describes motion and camera rather than the scene. Default false.
+            backend: the prompt enhancer to use, one of {backends} on this server. Default {default}.
 
         Returns:
             the extended prompt
         """
         try:
             _check_extend_args(prompt, task, lang, has_image)
+            if backend is not None and (not isinstance(backend, str) or backend not in extenders):
+                raise user_error(toast(f"backend: {backend!r} is not one of {', '.join(extenders)} (this server)"),
+                                 title="Invalid input")
         except gr.Error as e:
             log.info("invalid input: extend_prompt: %s", e.message)
             raise
+        chosen = extenders[backend or default]
         try:
-            result = extender.extend(prompt, task=task, lang=lang, has_image=has_image)
+            result = chosen.extend(prompt, task=task, lang=lang, has_image=has_image)
         except ValueError as e:
             log.info("extend_prompt refused: %s", e)
             raise user_error(toast(f"Prompt extension: {e}"), title="Invalid input") from None
@@ -311,4 +328,4 @@ def make_extend_api(extender: Any) -> Callable[..., str]:
             raise user_error(toast(f"Prompt extension failed ({result.backend}): {result.warning}"),
                            title="Extension failed")
         return str(result.prompt)
-    return extend_prompt
+    return document(extend_prompt, backends=", ".join(f'"{k}"' for k in extenders), default=f'"{default}"')

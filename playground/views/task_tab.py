@@ -92,6 +92,7 @@ class TaskView:
         self.form: dict[str, Any] = {}      # request fields: prompt, size, seed, ...
         self.assist: dict[str, Any] = {}    # prompt-assistant fields
         self.image: CheckedImage | None = None
+        self.extenders: dict[str, Any] = {}  # prompt enhancers by kind, the default first (set by the app)
 
     # ------------------------------------------------------------------------------ build
     def build(self) -> TaskView:
@@ -163,9 +164,35 @@ class TaskView:
                                       elem_classes=["preview"], buttons=["copy"])
             self.assist_note = gr.Markdown(elem_classes=["assist-note"])
             self.prompt_fields = gr.State(None)  # the assistant fields of the last preview
+            self._build_enhancer()
             with gr.Row():
                 self.use_btn = gr.Button(t("assistant.use"), variant="secondary", elem_classes=["use-prompt"])
                 self.extend_btn = gr.Button(t("assistant.extend"), variant="secondary", elem_classes=["extend-prompt"])
+                self.undo_btn = gr.Button(t("assistant.undo"), variant="secondary", visible=False,
+                                          elem_classes=["undo-prompt"])
+            self._build_proposal()
+
+    def _build_enhancer(self) -> None:
+        """The enhancer picker: every configured backend (the app's default first) and what it uses."""
+        kinds = list(self.extenders) or ["offline"]
+        with gr.Row(equal_height=True, elem_classes=["enhancer-row"]):
+            self.enhancer = gr.Dropdown([(t(f"assistant.enhancer.{k}"), k) for k in kinds], value=kinds[0],
+                                        label=t("assistant.enhancer"), interactive=True, scale=1,
+                                        elem_classes=["enhancer"])
+            self.enhancer_info = gr.Markdown(self.enhancer_text(kinds[0]), elem_classes=["enhancer-info"])
+
+    def _build_proposal(self) -> None:
+        """Extend's answer, shown as a proposal: the prompt changes only on Accept (and Undo brings it back)."""
+        with gr.Group(visible=False, elem_classes=["proposal"]) as self.proposal_box:
+            self.proposal = gr.Textbox(label=t("assistant.proposal"), lines=4, interactive=True, buttons=["copy"],
+                                       elem_classes=["proposal-text"])
+            self.proposal_note = gr.Markdown(elem_classes=["proposal-note"])
+            with gr.Row():
+                self.accept_btn = gr.Button(t("assistant.accept"), variant="primary", size="sm",
+                                            elem_classes=["accept-proposal"])
+                self.discard_btn = gr.Button(t("assistant.discard"), variant="secondary", size="sm",
+                                             elem_classes=["discard-proposal"])
+        self.undo_prompt = gr.State(None)  # the prompt before the last Accept
 
     def _build_aesthetics(self) -> None:
         groups = assistant.aesthetic_groups()
@@ -259,7 +286,10 @@ class TaskView:
     def wire(self, demo: gr.Blocks, endpoint: Endpoint, *, owner: Any, extender: Any,
              on_result: Callable[[Any], None]) -> None:
         """Connect the tab's events; ``on_result(event)`` chains what follows a new result (History)."""
-        self.extender = extender
+        from .endpoints import extenders_of
+
+        self.extenders = extenders_of(extender)
+        self.extender = next(iter(self.extenders.values()))  # the default enhancer
         gen_inputs = {**self.form, "prompt_fields": self.prompt_fields, "owner": owner}
         if self.image is not None:
             gen_inputs["image"] = self.image
@@ -296,12 +326,22 @@ class TaskView:
                             api_visibility="private")  # queued: its notices (gr.Info) need the event stream
         self.use_btn.click(lambda text: text if text else gr.skip(), inputs=self.preview, outputs=self.form["prompt"],
                            queue=False, api_visibility="private")
-        extend_inputs = [self.preview, self.form["prompt"], self.assist_lang]
+        extend_inputs = [self.preview, self.form["prompt"], self.assist_lang, self.enhancer]
         extend_inputs += [self.image] if self.image is not None else []
         # the offline extender is a quick CPU rewrite: off the queue; an LLM backend waits in its own line
-        cheap = getattr(self.extender, "name", "") == "offline"
-        self.extend_btn.click(self.extend, inputs=extend_inputs, outputs=self.form["prompt"], queue=not cheap,
-                              concurrency_id="llm", api_visibility="private")
+        cheap = set(self.extenders) <= {"offline"}
+        self.extend_btn.click(self.extend, inputs=extend_inputs,
+                              outputs=[self.proposal, self.proposal_note, self.proposal_box], queue=not cheap,
+                              concurrency_id="llm", api_visibility="private", show_progress_on=[self.enhancer])
+        self.enhancer.change(self.enhancer_for, inputs=self.enhancer, outputs=self.enhancer_info, queue=False,
+                             show_progress="hidden", api_visibility="private")
+        private = {"queue": False, "show_progress": "hidden", "api_visibility": "private"}
+        self.accept_btn.click(self.accept_proposal, inputs=[self.proposal, self.form["prompt"]],
+                              outputs=[self.form["prompt"], self.undo_prompt, self.undo_btn, self.proposal_box],
+                              **private)
+        self.discard_btn.click(lambda: gr.Group(visible=False), outputs=self.proposal_box, **private)
+        self.undo_btn.click(self.undo_accept, inputs=self.undo_prompt,
+                            outputs=[self.form["prompt"], self.undo_prompt, self.undo_btn], **private)
 
     # --------------------------------------------------------------------------- handlers
     def cancel(self, request: gr.Request) -> None:
@@ -341,20 +381,68 @@ class TaskView:
             updates[self.assist_lang] = ex["lang"]
         return updates
 
-    def extend(self, preview_text: str, prompt: str, lang: str, image: str | None = None) -> Any:
+    # prompt enhancer ------------------------------------------------------------------------
+    def enhancer_text(self, kind: str, lang: str = "en") -> str:
+        """What the chosen enhancer uses (model, endpoint host) and which others are not configured; on a
+        public server only the kind (no model paths or hosts)."""
+        lines = []
+        if kind == "offline":
+            lines.append(tr("assistant.enhancer_offline_info", lang))
+        elif not self.options.public:
+            ext = self.extenders.get(kind)
+            if kind == "openai" and ext is not None:
+                from urllib.parse import urlsplit
+
+                lines.append(tr("assistant.enhancer_uses", lang,
+                                detail=f"{getattr(ext, 'model', '?')} @ {urlsplit(getattr(ext, 'url', '')).netloc}"))
+            elif kind == "local" and ext is not None:
+                lines.append(tr("assistant.enhancer_uses", lang, detail=getattr(ext, "model_id", "?")))
+        missing = [k for k in ("openai", "local") if k not in self.extenders]
+        if missing and not self.options.public:
+            lines.append(tr("assistant.enhancers_missing", lang,
+                            items=", ".join(tr(f"assistant.enhancer.{k}", lang) for k in missing))
+                         + " (--extender-url / --extender-model)")
+        return md(" ".join(lines))
+
+    def enhancer_for(self, kind: str, request: gr.Request) -> str:
+        return self.enhancer_text(kind, request_lang(request))
+
+    def extend(self, preview_text: str, prompt: str, lang: str, backend: str | None, image: str | None = None,
+               request: gr.Request | None = None) -> Any:
+        """A proposal from the chosen enhancer, shown next to the prompt; the prompt itself is not touched."""
+        ui_lang = request_lang(request)
         text = (prompt or "").strip() or (preview_text or "").strip()
         if not text:
-            raise user_error("Prompt: nothing to extend; type a prompt or fill the assistant first", title="Empty prompt")
+            raise user_error(tr("assistant.extend_empty", ui_lang), title="Empty prompt")
+        kind = backend if backend in self.extenders else next(iter(self.extenders), "offline")
+        extender = self.extenders.get(kind) or self.extender
+        label = tr(f"assistant.enhancer.{kind}", ui_lang)
         try:
-            result = self.extender.extend(text, task=self.task, lang=lang, has_image=bool(image))
+            result = extender.extend(text, task=self.task, lang=lang, has_image=bool(image))
         except ValueError as e:  # input the extender refuses (e.g. too long): say why
             raise user_error(toast(f"Prompt extension: {e}"), title="Cannot extend") from None
-        if result.warning:
-            gr.Warning(toast(f"Prompt extension ({result.backend}): {result.warning}"))
         if not result.ok:
-            return gr.skip()
-        gr.Info(toast(f"Prompt extended with the {result.backend} backend."))
-        return result.prompt
+            gr.Warning(toast(tr("assistant.extend_failed", ui_lang, backend=label, reason=result.warning or "")))
+            return gr.skip(), gr.skip(), gr.skip()
+        notes = [tr("assistant.proposal_note", ui_lang, backend=label)]
+        if result.reason == "untranslated" and kind == "offline":
+            notes.append(tr("assistant.kept_language", ui_lang))
+        elif result.warning:
+            notes.append(f"⚠ {result.warning}")
+        return result.prompt, md(" ".join(notes)), gr.Group(visible=True)
+
+    @staticmethod
+    def accept_proposal(proposal: str, prompt: str) -> Any:
+        """Put the proposal in the prompt; keep the previous prompt for Undo."""
+        if not (proposal or "").strip():
+            return gr.skip(), gr.skip(), gr.skip(), gr.Group(visible=False)
+        return proposal.strip(), prompt or "", gr.Button(visible=True), gr.Group(visible=False)
+
+    @staticmethod
+    def undo_accept(previous: str | None) -> Any:
+        if previous is None:
+            return gr.skip(), None, gr.Button(visible=False)
+        return previous, None, gr.Button(visible=False)
 
     def estimate(self, size: str, frames: float, fps: float, steps: float, request: gr.Request) -> str:
         return estimate_text(self.task, size, frames, fps, steps, demo=self.engine.demo, lang=request_lang(request))
