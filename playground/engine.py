@@ -42,13 +42,15 @@ EXPERT_LABELS = {"high_noise": "high-noise expert", "low_noise": "low-noise expe
 
 @dataclass(frozen=True)
 class StepInfo:
-    """One finished denoising step."""
+    """One finished unit of work: a denoising step (``phase="denoise"``) or a decoded latent frame
+    (``phase="decode"``, ``expert="vae"``)."""
 
     step: int          # 1-based
     total: int
-    expert: str        # "high_noise" | "low_noise" | "dense"
-    elapsed_s: float   # since the first step started
+    expert: str        # "high_noise" | "low_noise" | "dense" | "vae"
+    elapsed_s: float   # since the first step (or the first decoded frame) started
     eta_s: float | None
+    phase: str = "denoise"  # "denoise" | "decode"
 
     def expert_label(self, lang: str = "en") -> str:
         if self.expert in EXPERT_LABELS:
@@ -56,7 +58,11 @@ class StepInfo:
         return self.expert.replace("_", "-")
 
     def describe(self, lang: str = "en") -> str:
-        """``"step 3/40 · high-noise expert · ETA 12s"`` (in ``lang``: en, ko or zh)."""
+        """``"step 3/40 · high-noise expert · ETA 12s"`` or ``"decoding 2/3 · ETA 1s"`` (en, ko or zh)."""
+        if self.phase == "decode":
+            if self.eta_s is None:
+                return tr("run.decoding_first", lang, step=self.step, total=self.total)
+            return tr("run.decoding", lang, step=self.step, total=self.total, eta=f"{self.eta_s:.0f}")
         if self.eta_s is None:
             return tr("run.step_first", lang, step=self.step, total=self.total, expert=self.expert_label(lang))
         return tr(
@@ -197,7 +203,8 @@ class Engine:
             pipe = self._ensure_loaded(req.task)
             if on_status:
                 on_status("run.encoding")
-            video = self._run_on_device(pipe, req, self._make_callback(on_step, cancel), cancel)
+            video = self._run_on_device(pipe, req, self._make_callback(on_step, cancel),
+                                        self._make_decode_callback(on_step, cancel))
             if cancel.is_set():
                 raise GenerationCancelled("cancelled")
             return video.detach().float().cpu()
@@ -223,11 +230,32 @@ class Engine:
         return callback
 
     @staticmethod
+    def _make_decode_callback(
+        on_step: Callable[[StepInfo], None] | None, cancel: threading.Event
+    ) -> Callable[[int, int], bool]:
+        """``decode_callback(done, total)`` of the pipeline: reports the VAE decode as a phase of its own
+        (``StepInfo(phase="decode")``, latent frames k/n with an ETA) and stops once ``cancel`` is set."""
+        t0: list[float] = []
+
+        def decode_callback(done: int, total: int) -> bool:
+            now = time.perf_counter()
+            if not t0:
+                t0.append(now)
+            if on_step is not None:  # time per frame is measured from the first decoded frame on
+                elapsed = now - t0[0]
+                eta = elapsed / (done - 1) * (total - done) if done > 1 else None
+                on_step(StepInfo(done, total, "vae", elapsed, eta, phase="decode"))
+            return not cancel.is_set()
+
+        return decode_callback
+
+    @staticmethod
     def _denoise_and_decode(
-        pipe: WanVideoPipeline, req: GenerationRequest, callback: Callable[..., bool], cancel: threading.Event
+        pipe: WanVideoPipeline, req: GenerationRequest, callback: Callable[..., bool],
+        decode_callback: Callable[[int, int], bool],
     ) -> torch.Tensor:
         """The device part: the pipeline runs the request as validated (no second validation)."""
-        return pipe.generate(req, callback=callback, decode_callback=lambda *_: not cancel.is_set())
+        return pipe.generate(req, callback=callback, decode_callback=decode_callback)
 
     @staticmethod
     def _gpu_duration(pipe: Any, req: GenerationRequest, *_: Any, **__: Any) -> int:

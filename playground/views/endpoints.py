@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import gradio as gr
@@ -20,7 +20,7 @@ from playground.engine import GenerationCancelled, StepInfo
 from playground.history import HistoryEntry, HistoryStore
 from playground.images import discard_upload
 from playground.i18n import tr
-from playground.request import InputError, size_presets
+from playground.request import InputError, error_text, size_presets
 from playground.share import permalink
 from playground.studio import TASK_UI, Studio
 from wan.configs import ModelSpec
@@ -29,7 +29,7 @@ from .cancel import CancelRegistry
 from .common import user_error, MAX_FPS, MAX_FRAMES, MAX_SEED, MAX_STEPS, SOLVERS, AppOptions, app_url, input_error, request_lang, session_of
 from .safe import code, toast
 
-__all__ = ["FORM_FIELDS", "GenerateRunner", "default_values", "document", "extenders_of", "make_extend_api", "make_generate_endpoints"]
+__all__ = ["extenders_of", "FORM_FIELDS", "MAX_BATCH", "GenerateRunner", "RunCancelled", "default_values", "document", "make_extend_api", "make_generate_endpoints"]
 
 log = logging.getLogger("wan.app")
 
@@ -85,8 +85,54 @@ def document(fn: Callable[..., Any], **values: Any) -> Callable[..., Any]:
 
 
 # -------------------------------------------------------------------------------- running
+MAX_BATCH = 8  # results one click of Generate may queue (the tab's "Batch count")
+
+
+class RunCancelled(Exception):
+    """The user's Cancel stopped a run; ``text`` says where (in the user's language)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class _Progress:
+    """The one progress display of a run: phases (queued, loading, encoding, expert steps k/n,
+    decoding k/n, saving) in ``lang``, prefixed with ``i/n`` inside a batch; remembers the last step."""
+
+    def __init__(self, progress: gr.Progress, lang: str, prefix: tuple[int, int] | None = None) -> None:
+        self.progress = progress
+        self.lang = lang
+        self.prefix = prefix
+        self.last: StepInfo | None = None
+
+    def _desc(self, text: str) -> str:
+        if self.prefix is None:
+            return text
+        return tr("run.batch_item", self.lang, index=self.prefix[0], count=self.prefix[1], desc=text)
+
+    def step(self, info: StepInfo) -> None:
+        self.last = info
+        self.progress((info.step, info.total), desc=self._desc(info.describe(self.lang)))
+
+    def status(self, msg_key: str, **fmt: Any) -> None:
+        self.progress(None, desc=self._desc(tr(msg_key, self.lang, **fmt)))  # no bar: no "0.0%" for a phase
+
+    def cancelled_text(self) -> str:
+        info = self.last
+        if info is None:
+            return tr("gen.cancelled_start", self.lang)
+        key = "gen.cancelled_decode" if info.phase == "decode" else "gen.cancelled_step"
+        return tr(key, self.lang, step=info.step, total=info.total)
+
+
 class GenerateRunner:
-    """Validate, run on the engine (in a worker thread, cancellable), store and answer one request."""
+    """Validate, run on the engine (in a worker thread, cancellable), store and answer one request.
+
+    ``__call__`` is the API endpoints' body (one result; errors raise). The task tabs use ``check``
+    (before queueing: a message instead of an error) and ``run_batch`` (one or several results in a
+    row, each stored with its own id; a cancel ends the batch with a status, not an error).
+    """
 
     def __init__(self, studio: Studio, store: HistoryStore, cancels: CancelRegistry, options: AppOptions) -> None:
         self.studio = studio
@@ -94,6 +140,38 @@ class GenerateRunner:
         self.cancels = cancels
         self.options = options
 
+    # ----------------------------------------------------------------------------- checks
+    def check(self, task: str, values: Mapping[str, Any], *, lang: str, image: str | None = None,
+              prompt_fields: dict[str, Any] | None = None) -> str | None:
+        """What stops this request before it is queued (in ``lang`` where the message is ours), or None."""
+        prompt = values.get("prompt")
+        if TASK_UI[task].image_required and not image:
+            return tr("gen.image_missing", lang)
+        if not image and (prompt is None or (isinstance(prompt, str) and not prompt.strip())):
+            return tr("gen.prompt_empty", lang)
+        try:
+            self.studio.build_request(task, values, image=image, prompt_fields=prompt_fields)
+        except InputError as e:
+            return error_text(e)
+        status = self.studio.engine.weights(task)
+        if not status.ready and not self.options.allow_download:
+            return tr("gen.weights_missing", lang, task=task)
+        return None
+
+    def batch_requests(self, task: str, values: Mapping[str, Any], count: int, *, image: str | None = None,
+                       prompt_fields: dict[str, Any] | None = None) -> list[Any]:
+        """``count`` requests: the seed, then seed+1, ... (wrapping past the largest seed); a random
+        seed for each when ``randomize_seed`` is on. Raises ``InputError`` like ``build_request``."""
+        first = self.studio.build_request(task, values, image=image, prompt_fields=prompt_fields)
+        reqs = [first]
+        for i in range(1, count):
+            if values.get("randomize_seed"):
+                reqs.append(self.studio.build_request(task, values, image=image, prompt_fields=prompt_fields))
+            else:
+                reqs.append(first.with_changes(seed=(first.seed + i) % (MAX_SEED + 1)))
+        return reqs
+
+    # ------------------------------------------------------------------------------ runs
     async def __call__(self, task: str, values: Mapping[str, Any], *, request: gr.Request, progress: gr.Progress,
                        image: str | None = None, prompt_fields: dict[str, Any] | None = None,
                        owner: str | None = None) -> tuple[str, int, str, str]:
@@ -103,33 +181,51 @@ class GenerateRunner:
         except InputError as e:
             log.info("invalid input for %s: %s", task, e)  # the user's mistake: one line, no traceback
             raise input_error(e) from None
-        progress(0, desc=tr("run.queued", lang))
+        track = _Progress(progress, lang)
+        track.status("run.queued")
         with self.cancels.register(session_of(request), task) as cancel:
-            entry = await self._generate(req, lang, progress, cancel, owner)
+            try:
+                entry = await self._generate(req, track, cancel, owner)
+            except RunCancelled:
+                raise user_error("Generation cancelled.", title="Cancelled") from None
         if image and self.options.upload_root:
             discard_upload(image, self.options.upload_root)  # the store keeps its own copy of the image
-        s = entry.settings
-        status = tr("run.done", lang, seconds=s["elapsed_s"], seed=req.seed, width=s["video"]["width"],
-                    height=s["video"]["height"], frames=s["video"]["frames"], fps=req.fps)
-        return str(entry.video), req.seed, f"{status}\n\n{code(entry.id)}", permalink(app_url(request), entry.id)
+        return str(entry.video), req.seed, self.done_text(entry, lang), permalink(app_url(request), entry.id)
 
-    async def _generate(self, req: Any, lang: str, progress: gr.Progress, cancel: Any,
-                        owner: str | None) -> HistoryEntry:
-        def on_step(info: StepInfo) -> None:
-            progress((info.step, info.total), desc=info.describe(lang))
-
-        def on_status(msg_key: str, **fmt: Any) -> None:
-            progress(0, desc=tr(msg_key, lang, **fmt))
-
+    async def run_batch(self, reqs: list[Any], *, request: gr.Request, progress: gr.Progress,
+                        image: str | None = None, owner: str | None = None) -> AsyncIterator[HistoryEntry]:
+        """Run ``reqs`` one after another under one Cancel; yields each stored entry. Raises
+        ``RunCancelled`` (with where it stopped) on Cancel, ``gr.Error`` on a failure."""
+        lang = request_lang(request)
+        task = reqs[0].task
         try:
-            return await asyncio.to_thread(self.studio.generate, req, on_step=on_step, on_status=on_status,
+            with self.cancels.register(session_of(request), task) as cancel:
+                for i, req in enumerate(reqs):
+                    track = _Progress(progress, lang, (i + 1, len(reqs)) if len(reqs) > 1 else None)
+                    if i == 0:
+                        track.status("run.queued")
+                    yield await self._generate(req, track, cancel, owner)
+        finally:
+            if image and self.options.upload_root:
+                discard_upload(image, self.options.upload_root)
+
+    @staticmethod
+    def done_text(entry: HistoryEntry, lang: str) -> str:
+        s = entry.settings
+        status = tr("run.done", lang, seconds=s["elapsed_s"], seed=s["seed"], width=s["video"]["width"],
+                    height=s["video"]["height"], frames=s["video"]["frames"], fps=s["video"]["fps"])
+        return f"{status}\n\n{code(entry.id)}"
+
+    async def _generate(self, req: Any, track: _Progress, cancel: Any, owner: str | None) -> HistoryEntry:
+        try:
+            return await asyncio.to_thread(self.studio.generate, req, on_step=track.step, on_status=track.status,
                                            cancel=cancel, owner=owner)
         except asyncio.CancelledError:
             cancel.set()  # Cancel button, client disconnect or job.cancel(): stop at the next step
             raise
         except GenerationCancelled:
             log.info("generation cancelled (%s)", req.task)
-            raise user_error("Generation cancelled.", title="Cancelled") from None
+            raise RunCancelled(track.cancelled_text()) from None
         except WeightsMissing as e:
             log.info("cannot generate %s: weights missing", req.task)
             raise user_error(toast(self._weights_message(req.task, e)), title="Cannot generate") from None
@@ -165,6 +261,7 @@ def make_generate_endpoints(run: Run, specs: Mapping[str, ModelSpec], *, demo: b
     for task, fn in endpoints.items():
         assert fn.__name__ == TASK_UI[task].api_name  # noqa: S101 - the API names are part of the contract
         document(fn, **doc_values(task, specs[task], demo))
+        fn.runner = run  # type: ignore[attr-defined]  # the task tab's own flow (check, batch) uses it too
     return endpoints
 
 

@@ -28,11 +28,13 @@ class SessionJobCap:
     """Refuse a new generation job from a session that already has ``limit`` jobs queued or running.
 
     ``install(demo)`` wraps the push of the demo's queue (call it after ``demo.queue(...)``, which
-    creates the queue). Only the endpoints named in ``api_names`` count and are capped.
+    creates the queue). Only the endpoints named in ``api_names`` (and the task tabs' runs of them,
+    ``<name>_ui``) count and are capped.
     """
 
     def __init__(self, api_names: Iterable[str], *, limit: int = 2, shared_limit: int = 8) -> None:
-        self.api_names = frozenset(api_names)
+        # each generate endpoint and the task tab's own run of it (``<name>_ui``: one or a batch of results)
+        self.api_names = frozenset(n for name in api_names for n in (name, f"{name}_ui"))
         self.limit = limit
         self.shared_limit = shared_limit
         self._lock = asyncio.Lock()

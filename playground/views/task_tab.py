@@ -6,7 +6,10 @@ weights. The generate endpoint itself is in ``endpoints``; the tab wires it to i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import html
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -16,10 +19,13 @@ from playground.discovery import WeightsMissing
 from playground.engine import Engine
 from playground.history import HistoryEntry, HistoryStore
 from playground.i18n import tr
-from playground.request import InputError, closest_preset, parse_size, size_presets
-from playground.studio import TASK_UI, form_values_from_settings
+from playground.images import check_image, discard_upload
+from playground.request import InputError, closest_preset, error_text, parse_size, size_presets
+from playground.share import permalink
+from playground.studio import TASK_UI, Studio, form_values_from_settings
 from playground.zerogpu import estimate_gpu_seconds, max_duration, on_zero_gpu
 from wan.configs import ModelSpec
+from wan.request import image_output_size
 
 from .cancel import CancelRegistry
 from .common import (
@@ -38,17 +44,25 @@ from .common import (
     CheckedNumber,
     CheckedSlider,
     named,
+    app_url,
     request_lang,
     session_of,
     t,
 )
-from .endpoints import Endpoint, default_values
+from .endpoints import MAX_BATCH, Endpoint, GenerateRunner, RunCancelled, default_values
 from . import weights_view
 from .safe import code, md, toast
 
 __all__ = ["TAB_KEYS", "TaskView", "estimate_text"]
 
+log = logging.getLogger("wan.app")
+
 TAB_KEYS = {"t2v-A14B": "tab.t2v", "i2v-A14B": "tab.i2v", "ti2v-5B": "tab.ti2v"}
+
+# Gates of the generate flow, run in the browser: throwing stops the chain (its .success never
+# fires) without a toast or an output marked as failed; the status line already says why.
+_GATE_JS = "(ok) => { if (!ok) { throw new Error('not started'); } return []; }"
+_GATE_QUEUED_JS = "(running) => { if (running) { throw new Error('stops at its next step'); } return []; }"
 
 
 def estimate_text(task: str, size: str, frames: float, fps: float, steps: float, *, demo: bool,
@@ -127,12 +141,16 @@ class TaskView:
                 type="filepath", label=t("field.image" if self.ui.image_required else "field.image_optional"),
                 sources=["upload", "clipboard"], height=240, elem_classes=["input-image"],
             )
+            # why an upload was refused, right under the image (the bad image is cleared)
+            self.image_note = gr.Markdown(visible=False, elem_classes=["image-note"])
         self.form["prompt"] = gr.Textbox(
             label=t("field.prompt"), placeholder=t("field.prompt_placeholder"), lines=3, elem_classes=["prompt"]
         )
         with gr.Row():
-            self.generate_btn = gr.Button(t("btn.generate"), variant="primary", elem_classes=["generate"], scale=3)
-            self.cancel_btn = gr.Button(t("btn.cancel"), variant="stop", elem_classes=["cancel"], scale=1)
+            self.generate_btn = gr.Button(t("btn.generate"), variant="primary", elem_classes=["generate"], scale=4)
+            # secondary, and armed only while a job of this user is queued or running
+            self.cancel_btn = gr.Button(t("btn.cancel"), variant="secondary", elem_classes=["cancel"], scale=1,
+                                        min_width=96, interactive=False)
         d = weights_view.initial_values(self.spec, self.engine.demo)  # the draft preset: not the slowest run
         self.estimate_md = gr.Markdown(  # English here; demo.load and every change write the browser's language
             estimate_text(self.task, d["size"], d["frame_num"], d["fps"], d["sampling_steps"], demo=self.engine.demo),
@@ -216,16 +234,26 @@ class TaskView:
     def _build_outputs(self) -> None:
         self.video = gr.Video(label=t("out.video"), format="mp4", interactive=False, autoplay=True, loop=True,
                               buttons=["download"], elem_classes=["result-video"])
-        self.status = gr.Markdown(elem_classes=["status"])
+        # the one progress display of a run (phases, steps k/n, ETA) and its outcome
+        self.status = gr.Markdown(elem_classes=["status"], min_height=48)
+        self.batch_gallery = gr.Gallery(label=t("out.batch"), visible=False, columns=4, height=150,
+                                        allow_preview=False, object_fit="contain", interactive=False,
+                                        elem_classes=["batch-gallery"])
+        self.batch_ids = gr.State([])
         with gr.Row(equal_height=True):
             # hidden until there is a result: the frontend shows an empty gr.Number as 0
             self.used_seed = gr.Number(None, label=t("out.used_seed"), precision=0, interactive=False, visible=False,
                                        elem_classes=["used-seed"], scale=1)
+            # the one share mechanism: the result's permalink (?gen=<id>), shown once a result exists
             self.link = gr.Textbox(label=t("out.permalink"), interactive=False, max_lines=1, buttons=["copy"],
-                                   elem_classes=["permalink"], scale=3)
-        # on a public server no icon: Gradio's default icon is a file path of the server in /config
-        icon = {"icon": None} if self.options.public else {}
-        gr.DeepLinkButton(t("out.share"), copied_value="✓", size="sm", **icon)
+                                   elem_classes=["permalink"], scale=3, visible=False)
+        # the documented single-result API endpoint (generate_t2v/i2v/ti2v) hangs on this hidden trigger;
+        # the Generate button runs the tab's own flow (check first, then one or a batch of results)
+        self.api_trigger = gr.Button(visible=False, elem_classes=["api-trigger"])
+        # read by the gates in the browser (a gr.State stays on the server): may the run be queued?
+        # did Cancel find a running job (else it dequeues the waiting one)?
+        self.verdict = gr.Checkbox(False, visible=False, elem_classes=["gen-verdict"])
+        self.cancel_found = gr.Checkbox(False, visible=False, elem_classes=["cancel-found"])
 
     def _size_info(self) -> str | None:
         if not self.options.any_size:
@@ -244,6 +272,8 @@ class TaskView:
                                         elem_classes=["size"])
                 f["frame_num"] = CheckedSlider(1, MAX_FRAMES, value=d["frame_num"], step=4, label=t("field.frames"),
                                                elem_classes=["frames"])
+            # "output will be W×H" when the image's aspect ratio changes the selected size
+            self.size_note = gr.Markdown(visible=False, elem_classes=["size-note"])
             with gr.Row():
                 f["fps"] = CheckedSlider(1, MAX_FPS, value=d["fps"], step=1, label=t("field.fps"), elem_classes=["fps"])
                 f["sampling_steps"] = CheckedSlider(1, MAX_STEPS, value=d["sampling_steps"], step=1,
@@ -264,6 +294,8 @@ class TaskView:
                 f["seed"] = CheckedNumber(-1, label=t("field.seed"), precision=0, minimum=-1, maximum=MAX_SEED,
                                           elem_classes=["seed"])
                 f["randomize_seed"] = gr.Checkbox(True, label=t("field.randomize"), elem_classes=["randomize"])
+                self.batch_count = gr.Slider(1, MAX_BATCH, value=1, step=1, label=t("field.batch"),
+                                             info=t("field.batch_info"), elem_classes=["batch-count"])
         for name, comp in f.items():
             if isinstance(comp, (CheckedSlider, CheckedNumber)):
                 named(comp, name)
@@ -279,7 +311,8 @@ class TaskView:
     def restorable(self) -> list[Any]:
         """Every component ``restore_updates`` and ``prefill_updates`` may write."""
         comps = [*self.form.values(), *self.assist.values(), self.assist_mode, self.assist_lang, self.preview,
-                 self.prompt_fields, self.video, self.used_seed, self.status, self.link]
+                 self.prompt_fields, self.video, self.used_seed, self.status, self.link, self.batch_gallery,
+                 self.batch_ids]
         return comps + ([self.image] if self.image is not None else [])
 
     # ---------------------------------------------------------------------------- wiring
@@ -290,22 +323,29 @@ class TaskView:
 
         self.extenders = extenders_of(extender)
         self.extender = next(iter(self.extenders.values()))  # the default enhancer
+        self.runner: GenerateRunner = getattr(endpoint, "runner", None) or GenerateRunner(
+            Studio(self.engine, self.store, any_size=self.options.any_size), self.store, self.cancels, self.options)
         gen_inputs = {**self.form, "prompt_fields": self.prompt_fields, "owner": owner}
         if self.image is not None:
             gen_inputs["image"] = self.image
-        gen_event = self.generate_btn.click(
-            endpoint, inputs_kwargs=gen_inputs, outputs=[self.video, self.used_seed, self.status, self.link],
-            api_name=self.ui.api_name, concurrency_id="gpu", concurrency_limit=1,
+        result_outputs = [self.video, self.used_seed, self.status, self.link]
+        # the API: one result per call, errors raise (the documented contract of generate_t2v/i2v/ti2v)
+        api_event = self.api_trigger.click(
+            endpoint, inputs_kwargs=gen_inputs, outputs=result_outputs, api_name=self.ui.api_name,
+            concurrency_id="gpu", concurrency_limit=1, show_progress_on=[self.status],
         )
-        on_result(gen_event)
-        gen_event.success(lambda: gr.Number(visible=True), outputs=self.used_seed, api_visibility="private",
-                          queue=False, show_progress="hidden")
+        on_result(api_event)
+        self._wire_generate(gen_inputs, on_result)
         if self.image is not None:
-            gen_event.success(self.keep_image, inputs=self.link, outputs=self.image, queue=False,
-                              api_visibility="private", show_progress="hidden")
-            self.image.upload(self.size_from_image, inputs=self.image, outputs=self.form["size"], queue=False,
-                              api_visibility="private")
-        self.cancel_btn.click(self.cancel, cancels=[gen_event], queue=False, api_visibility="private")
+            # preprocess=False: the handler sees a bad file and says why, instead of failing in preprocessing
+            self.image.upload(self.check_upload, inputs=self.image,
+                              outputs=[self.image, self.image_note, self.form["size"]], queue=False,
+                              preprocess=False, show_progress="hidden", api_visibility="private")
+            gr.on([self.image.change, self.form["size"].change], self.output_size_note,
+                  inputs=[self.form["size"], self.image], outputs=self.size_note, queue=False, preprocess=False,
+                  show_progress="hidden", api_visibility="private")
+        self.batch_gallery.select(self.pick_batch_result, inputs=self.batch_ids, outputs=result_outputs,
+                                  queue=False, show_progress="hidden", api_visibility="private")
         self._wire_assistant()
         estimate_inputs = [self.form[k] for k in ("size", "frame_num", "fps", "sampling_steps")]
         gr.on([demo.load, *(c.change for c in estimate_inputs)], self.estimate, inputs=estimate_inputs,
@@ -313,6 +353,32 @@ class TaskView:
         self.download_btn.click(self.download, outputs=self.weights, concurrency_id="gpu", api_visibility="private")
         demo.load(self.weights_for, outputs=self.weights, queue=False, show_progress="hidden", api_visibility="private")
         self.quality.wire(self.form)
+
+    def _wire_generate(self, gen_inputs: dict[str, Any], on_result: Callable[[Any], None]) -> None:
+        """Generate: a quick unqueued check (a message in the status, nothing blanked), then the queued
+        run of one or a batch of results; Cancel is armed from the check until the run ends."""
+        check_inputs = {k: v for k, v in gen_inputs.items() if k != "owner"}
+        check = self.generate_btn.click(
+            self.check, inputs_kwargs=check_inputs, outputs=[self.status, self.verdict, self.cancel_btn],
+            queue=False, show_progress="hidden", api_visibility="private",
+        )
+        outputs = [self.video, self.used_seed, self.status, self.link, self.batch_gallery, self.batch_ids]
+        outputs += [self.image] if self.image is not None else []
+        # the gate runs in the browser: no request, so no HTTP error in the network log for a refused run
+        run = check.then(None, inputs=self.verdict, js=_GATE_JS, show_progress="hidden").success(
+            self.run_ui, inputs_kwargs={**gen_inputs, "batch": self.batch_count}, outputs=outputs,
+            api_name=f"{self.ui.api_name}_ui", api_visibility="private",  # counted by the job cap (queue_guard)
+            concurrency_id="gpu", concurrency_limit=1, show_progress_on=[self.status],
+        )
+        run.then(self.disarm, outputs=self.cancel_btn, queue=False, show_progress="hidden", api_visibility="private")
+        on_result(run)
+        stop = self.cancel_btn.click(self.cancel, outputs=self.cancel_found, queue=False, show_progress="hidden",
+                                     api_visibility="private")
+        # a job still waiting in the queue has no step to stop at: take it out of the queue
+        stop.then(None, inputs=self.cancel_found, js=_GATE_QUEUED_JS, show_progress="hidden").success(
+            self.cancelled_in_queue, outputs=[self.status, self.cancel_btn], cancels=[run], queue=False,
+            show_progress="hidden", api_visibility="private",
+        )
 
     def _wire_assistant(self) -> None:
         gr.on(
@@ -344,8 +410,146 @@ class TaskView:
                             outputs=[self.form["prompt"], self.undo_prompt, self.undo_btn], **private)
 
     # --------------------------------------------------------------------------- handlers
-    def cancel(self, request: gr.Request) -> None:
-        self.cancels.cancel(session_of(request), self.task)
+    # generate flow ------------------------------------------------------------------------
+    def check(self, request: gr.Request, image: Any = None, prompt_fields: dict[str, Any] | None = None,
+              **values: Any) -> tuple[Any, bool, Any]:
+        """Before queueing: the status (why not, in the user's language where the text is ours), the
+        verdict, and Cancel armed when the run goes ahead. The shown result is left as it is."""
+        lang = request_lang(request)
+        problem = self.runner.check(self.task, values, lang=lang, image=image, prompt_fields=prompt_fields)
+        if problem is not None:
+            log.info("not started (%s): %s", self.task, problem)
+            return f"⚠ {md(tr('gen.not_started', lang, message=problem))}", False, gr.Button(interactive=False)
+        return "", True, gr.Button(interactive=True)  # the progress shows here from now on
+
+    @staticmethod
+    def disarm() -> Any:
+        return gr.Button(interactive=False)
+
+    async def run_ui(self, request: gr.Request, progress: gr.Progress = gr.Progress(), *, batch: Any = 1,
+                     image: str | None = None, prompt_fields: dict[str, Any] | None = None,
+                     owner: str | None = None, **values: Any) -> AsyncIterator[dict[Any, Any]]:
+        """The tab's run: ``batch`` results in a row (seed, seed+1, ... or random each), each stored with
+        its own permalink; the player shows the newest, the batch gallery all. Cancel or a failure ends it
+        with a status line; results already made stay."""
+        lang = request_lang(request)
+        try:
+            count = min(max(int(batch), 1), MAX_BATCH)
+        except (TypeError, ValueError):
+            count = 1
+        try:
+            reqs = self.runner.batch_requests(self.task, values, count, image=image, prompt_fields=prompt_fields)
+        except InputError as e:
+            yield {self.status: f"⚠ {md(tr('gen.not_started', lang, message=error_text(e)))}"}
+            return
+        entries: list[HistoryEntry] = []
+        try:
+            async for entry in self.runner.run_batch(reqs, request=request, progress=progress, image=image,
+                                                     owner=owner):
+                entries.append(entry)
+                log.info("result %s (%s, %d/%d)", entry.id, self.task, len(entries), count)
+                yield self._result_updates(entries, count, request, lang, first=len(entries) == 1)
+        except RunCancelled as c:
+            text = c.text + (" " + tr("gen.batch_kept", lang, kept=len(entries), count=count) if count > 1 else "")
+            yield {self.status: md(text)}
+        except gr.Error as e:  # a failure (messages are escaped for toasts): say it where the progress was
+            yield {self.status: f"⚠ {md(html.unescape(str(e.message)))}"}
+
+    def _result_updates(self, entries: list[HistoryEntry], count: int, request: gr.Request, lang: str, *,
+                        first: bool) -> dict[Any, Any]:
+        entry = entries[-1]
+        status = self.runner.done_text(entry, lang)
+        if count > 1:
+            status = f"{len(entries)}/{count} · {status}"
+        updates: dict[Any, Any] = {
+            self.video: str(entry.video),
+            self.used_seed: gr.Number(entry.settings.get("seed"), visible=True),
+            self.status: status,
+            self.link: gr.Textbox(permalink(app_url(request), entry.id), visible=True),
+            self.batch_gallery: gr.Gallery([(str(e.video), f"seed {e.settings.get('seed')}") for e in entries],
+                                           visible=count > 1),
+            self.batch_ids: [e.id for e in entries],
+        }
+        if first and self.image is not None and entry.image is not None and entry.image.is_file():
+            updates[self.image] = str(entry.image)  # the upload itself is deleted once used
+        return updates
+
+    def pick_batch_result(self, ids: list[str], evt: gr.SelectData, request: gr.Request) -> Any:
+        """Show a result of the batch in the player, with its seed, status and link."""
+        if not 0 <= evt.index < len(ids):
+            return gr.skip()
+        try:
+            entry = self.store.get(ids[evt.index])
+        except (ValueError, KeyError):  # InvalidIdError, UnknownIdError (deleted since)
+            return gr.skip()
+        return (str(entry.video), gr.Number(entry.settings.get("seed"), visible=True),
+                self.runner.done_text(entry, request_lang(request)),
+                gr.Textbox(permalink(app_url(request), entry.id), visible=True))
+
+    def cancel(self, request: gr.Request) -> bool:
+        """Stop this user's running job of this tab at its next step; False when none is running yet."""
+        return self.cancels.cancel(session_of(request), self.task)
+
+    @staticmethod
+    def cancelled_in_queue(request: gr.Request) -> tuple[str, Any]:
+        return md(tr("gen.cancelled_queue", request_lang(request))), gr.Button(interactive=False)
+
+    # uploads and the output size --------------------------------------------------------
+    def _local_file(self, payload: Any) -> Path | None:
+        """The file of an unprocessed image payload, only inside the upload folder or the history store."""
+        raw = payload.get("path") if isinstance(payload, Mapping) else getattr(payload, "path", payload)
+        if not isinstance(raw, str) or not raw:
+            return None
+        try:
+            path = Path(raw).resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+        roots = [Path(self.options.upload_root or gr.utils.get_upload_folder()), self.store.root]
+        for root in roots:
+            try:
+                if path.is_relative_to(Path(root).resolve()) and path.is_file():
+                    return path
+            except OSError:
+                continue
+        return None
+
+    def check_upload(self, payload: Any, request: gr.Request) -> tuple[Any, Any, Any]:
+        """An upload answered at once: the size preset closest to the image, or why it cannot be used
+        (under the image; the bad image is cleared, so Generate names the missing image)."""
+        lang = request_lang(request)
+        path = self._local_file(payload)
+        if path is None:
+            return None, gr.Markdown(f"⚠ {md(tr('gen.image_bad', lang, message='the upload was not received; upload it again'))}",
+                                     visible=True), gr.skip()
+        try:
+            w, h = check_image(path)
+        except InputError as e:
+            log.info("image refused (%s): %s", self.task, e)
+            if self.options.upload_root:
+                discard_upload(path, self.options.upload_root)
+            return None, gr.Markdown(f"⚠ {md(tr('gen.image_bad', lang, message=e.message))}", visible=True), gr.skip()
+        preset = closest_preset(size_presets(self.spec, demo=self.engine.demo), w, h).value
+        return gr.skip(), gr.Markdown("", visible=False), preset
+
+    def output_size_note(self, size: Any, payload: Any, request: gr.Request) -> Any:
+        """``Output will be W×H`` when the image's aspect ratio makes the video differ from ``size``."""
+        hidden = gr.Markdown("", visible=False)
+        path = self._local_file(payload) if payload else None
+        if path is None:
+            return hidden
+        try:
+            from PIL import Image
+
+            with Image.open(path) as im:  # the header only
+                image_size = im.size
+            wanted = parse_size(size)
+            out = image_output_size(self.spec, image_size, wanted)
+        except (InputError, OSError, ValueError, TypeError):
+            return hidden
+        if tuple(out) == tuple(wanted):
+            return hidden
+        text = tr("gen.output_size", request_lang(request), width=out[0], height=out[1], size=f"{wanted[0]}×{wanted[1]}")
+        return gr.Markdown(f"ℹ {md(text)}", visible=True)
 
     def preview_prompt(self, mode: str, lang: str, request: gr.Request, **values: Any) -> tuple[Any, Any, Any]:
         """The built prompt, the fields to store with it, and notes: contradictory choices
@@ -447,27 +651,6 @@ class TaskView:
     def estimate(self, size: str, frames: float, fps: float, steps: float, request: gr.Request) -> str:
         return estimate_text(self.task, size, frames, fps, steps, demo=self.engine.demo, lang=request_lang(request))
 
-    def size_from_image(self, path: str | None) -> Any:
-        if not path:
-            return gr.skip()
-        from playground.images import check_image
-
-        try:
-            w, h = check_image(path)
-        except InputError as e:
-            gr.Warning(toast(str(e)))
-            return gr.skip()
-        return closest_preset(size_presets(self.spec, demo=self.engine.demo), w, h).value
-
-    def keep_image(self, link: str) -> Any:
-        """After a result, show its stored input image: the upload itself is deleted once used."""
-        gen_id = (link or "").rpartition("?gen=")[2]
-        try:
-            path = self.store.image_path(gen_id)
-        except ValueError:
-            return gr.skip()
-        return str(path) if path.is_file() else gr.skip()
-
     def download(self, request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> str:
         lang = request_lang(request)
         if not self.options.allow_download:
@@ -501,7 +684,9 @@ class TaskView:
             updates[self.video] = video
             updates[self.used_seed] = gr.Number(settings.get("seed"), visible=True)
             updates[self.status] = summary(settings)
-            updates[self.link] = link or ""
+            updates[self.link] = gr.Textbox(link or "", visible=bool(link))
+            updates[self.batch_gallery] = gr.Gallery(None, visible=False)
+            updates[self.batch_ids] = []
         return updates
 
     def prefill_updates(self, prefill: Mapping[str, Any], problems: list[str]) -> dict[Any, Any]:
