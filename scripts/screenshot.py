@@ -1,10 +1,13 @@
 #!/usr/bin/env python
-"""Take the README screenshot (assets/screenshot.png) of the app in demo mode.
+"""Take the README screenshots of the app in demo mode: the desktop page (assets/screenshot.png) and
+a phone (390x844, assets/screenshot-phone.png).
 
-    python scripts/screenshot.py [--out assets/screenshot.png] [--locale en-US]
+    python scripts/screenshot.py [--out assets/screenshot.png] [--phone-out assets/screenshot-phone.png]
+                                 [--locale en-US]
 
 Starts ``app.py --demo`` on a free port with a throwaway outputs folder, fills the prompt formula
-in Debian's Chromium (Playwright), generates one video and captures the page.
+in Debian's Chromium (Playwright), generates one video and captures the page; on the phone, types a
+prompt, taps Generate and captures the screen the user then sees (the result under Generate).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def _wait(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
     raise SystemExit(f"app.py did not start within {timeout}s")
 
 
-def capture(url: str, out: Path, locale: str) -> None:
+def capture(url: str, out: Path, locale: str, phone_out: Path | None = None) -> None:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -75,12 +78,36 @@ def capture(url: str, out: Path, locale: str) -> None:
         page.wait_for_timeout(1500)
         out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(out))
+        page.close()
+        if phone_out is not None:
+            capture_phone(browser, url, phone_out, locale)
         browser.close()
+
+
+def capture_phone(browser, url: str, out: Path, locale: str) -> None:
+    page = browser.new_page(viewport={"width": 390, "height": 844}, locale=locale, device_scale_factor=2,
+                            is_mobile=True, has_touch=True)
+    page.goto(url)
+    tab = page.locator("#tab-t2v")
+    tab.locator(".prompt textarea").wait_for(timeout=60_000)
+    page.wait_for_timeout(800)
+    tab.locator(".prompt textarea").fill("A red fox with a thick winter coat trots across a snowy birch forest "
+                                         "clearing at dawn, soft lighting, wide shot.")
+    tab.locator("button.generate").tap()
+    tab.locator(".result-video video").wait_for(state="attached", timeout=120_000)
+    page.wait_for_timeout(1500)
+    page.evaluate("() => document.querySelector('#tab-t2v .prompt').scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(500)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(out))
+    page.close()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "assets" / "screenshot.png")
+    ap.add_argument("--phone-out", type=Path, default=ROOT / "assets" / "screenshot-phone.png",
+                    help="the phone screenshot (390x844); 'none' to skip")
     ap.add_argument("--locale", default="en-US")
     args = ap.parse_args()
     port = _free_port()
@@ -92,11 +119,12 @@ def main() -> None:
         )
         try:
             _wait(url, proc)
-            capture(url, args.out, args.locale)
+            phone = None if str(args.phone_out) == "none" else args.phone_out
+            capture(url, args.out, args.locale, phone)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}" + ("" if str(args.phone_out) == "none" else f" and {args.phone_out}"))
 
 
 if __name__ == "__main__":

@@ -77,16 +77,16 @@ class QualityPresets:
 def status_markdown(status: WeightsStatus, lang: str, *, public: bool, download: bool) -> str:
     """One line (found / demo / missing), and when missing a folded "how to get them" (no server paths)."""
     if status.demo:
-        return f"🧪 {md(tr('weights.demo', lang))}"
+        return f"• {md(tr('weights.demo', lang))}"
     if status.ready:
-        return f"✅ {md(tr('weights.found', lang))}"
+        return f"✓ {md(tr('weights.found', lang))}"
     if public:
         line = tr("weights.missing_public", lang)
     elif download:
         line = tr("weights.missing_download", lang)
     else:
         line = tr("weights.missing", lang)
-    text = f"⚠️ **{md(tr('weights.missing_title', lang))}** — {md(line)}"
+    text = f"⚠ **{md(tr('weights.missing_title', lang))}** — {md(line)}"
     if public:
         return text
     steps = how_to_get(status.task)  # commands and file names only
