@@ -46,9 +46,13 @@ def _values(task: str, engine: Engine, **over):
 def test_steps_report_expert_phase_and_eta(engine, tmp_path):
     studio = Studio(engine, HistoryStore(tmp_path), any_size=True)
     req = studio.build_request("t2v-A14B", _values("t2v-A14B", engine))
-    infos: list[StepInfo] = []
-    video = engine.generate(req, on_step=infos.append)
+    reported: list[StepInfo] = []
+    video = engine.generate(req, on_step=reported.append)
     assert tuple(video.shape) == (3, 9, 96, 160)
+    infos = [i for i in reported if i.phase == "denoise"]
+    decoded = [i for i in reported if i.phase == "decode"]
+    assert reported == infos + decoded  # every denoising step, then the decode, in order
+    assert [(i.step, i.total, i.expert) for i in decoded] == [(1, 3, "vae"), (2, 3, "vae"), (3, 3, "vae")]
     assert [i.step for i in infos] == list(range(1, 7)) and all(i.total == 6 for i in infos)
     experts = [i.expert for i in infos]
     assert experts[0] == "high_noise" and experts[-1] == "low_noise"
