@@ -62,9 +62,39 @@ FIELD_LABELS: dict[str, str] = {
 }
 
 
-def error_text(error: InputError) -> str:
-    """``"Steps: must be an integer from 1 to 100; got 500"``: the form's name for the field, then why."""
-    return f"{FIELD_LABELS.get(error.field, error.field)}: {error.message}"
+# Request field -> the form's label key and the localized "what is allowed" hint key (playground.i18n).
+_FIELD_I18N: dict[str, str] = {
+    "prompt": "field.prompt", "negative_prompt": "field.negative_prompt", "size": "field.size",
+    "frame_num": "field.frames", "fps": "field.fps", "sampling_steps": "field.steps", "shift": "field.shift",
+    "guide_scale": "field.guidance", "guide_scale_high": "field.guidance_high", "guide_scale_low": "field.guidance_low",
+    "sample_solver": "field.solver", "seed": "field.seed", "image": "field.image",
+}  # fmt: skip
+
+
+def error_text(error: InputError, lang: str = "en") -> str:
+    """``"Steps: must be an integer from 1 to 100; got 500"``: the form's name for the field, then why.
+
+    In Korean or Chinese the field's label is translated and a translated rule (from
+    ``wan.configs.LIMITS``) comes first; the exact English detail follows in parentheses.
+    """
+    if lang == "en" or error.field not in _FIELD_I18N:
+        return f"{FIELD_LABELS.get(error.field, error.field)}: {error.message}"
+    from .i18n import tr
+
+    label = tr(_FIELD_I18N[error.field], lang)
+    field = "guide_scale" if error.field.startswith("guide_scale") else error.field
+    hint = tr(f"hint.{field}", lang, **_hint_values())
+    return f"{label}: {hint} ({error.message})"
+
+
+def _hint_values() -> dict[str, object]:
+    lim = LIMITS
+    return {
+        "frames": f"{lim.frame_num.lo:g}–{lim.frame_num.hi:g}", "fps": f"{lim.fps.lo:g}–{lim.fps.hi:g}",
+        "steps": f"{lim.sampling_steps.lo:g}–{lim.sampling_steps.hi:g}", "shift": f"{lim.shift.lo:g}–{lim.shift.hi:g}",
+        "guidance": f"{lim.guide_scale.lo:g}–{lim.guide_scale.hi:g}", "seed": f"0–{lim.seed.hi:.0f}",
+        "solvers": ", ".join(SOLVERS), "chars": lim.prompt_chars,
+    }  # fmt: skip
 
 
 def app_policy(*, demo: bool, any_size: bool) -> RequestPolicy:

@@ -578,3 +578,23 @@ def test_restore_form_reports_bad_stored_values_and_keeps_the_rest():
         deep = {"nested": deep}
     assert _embedded_settings(_json.dumps(deep)) is None or True  # no RecursionError, whatever it finds
     assert _embedded_settings({"comment": _json.dumps({"app": "wan-playground", "task": "ti2v-5B"})})["task"] == "ti2v-5B"
+
+
+@pytest.mark.parametrize("lang", ["ko", "zh"])
+def test_validation_errors_are_translated(lang, tmp_path):
+    """Every field-named error reads in the UI's language: translated label and rule, English detail after."""
+    import re as _re
+
+    from playground.request import _FIELD_I18N
+
+    hangul_or_han = _re.compile(r"[\uac00-\ud7a3\u4e00-\u9fff]")
+    for field in _FIELD_I18N:
+        text = error_text(InputError(field, "must be something; got 'x'"), lang)
+        label, _, rest = text.partition(": ")
+        assert hangul_or_han.search(label) or label in ("FPS",), (field, text)
+        assert hangul_or_han.search(rest.split(" (")[0]), (field, text)
+        assert rest.endswith("(must be something; got 'x')")
+    spec = _spec("t2v-A14B")
+    with pytest.raises(InputError) as e:
+        _studio(tmp_path).build_request("t2v-A14B", _values(spec, sampling_steps=500))
+    assert "1–100" in error_text(e.value, lang) and hangul_or_han.search(error_text(e.value, lang))

@@ -152,7 +152,7 @@ class GenerateRunner:
         try:
             self.studio.build_request(task, values, image=image, prompt_fields=prompt_fields)
         except InputError as e:
-            return error_text(e)
+            return error_text(e, lang)
         status = self.studio.engine.weights(task)
         if not status.ready and not self.options.allow_download:
             return tr("gen.weights_missing", lang, task=task)

@@ -440,7 +440,7 @@ class TaskView:
         try:
             reqs = self.runner.batch_requests(self.task, values, count, image=image, prompt_fields=prompt_fields)
         except InputError as e:
-            yield {self.status: f"⚠ {md(tr('gen.not_started', lang, message=error_text(e)))}"}
+            yield {self.status: f"⚠ {md(tr('gen.not_started', lang, message=error_text(e, lang)))}"}
             return
         entries: list[HistoryEntry] = []
         try:
