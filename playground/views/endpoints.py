@@ -64,8 +64,11 @@ def default_values(spec: ModelSpec, demo: bool) -> dict[str, Any]:
 
 
 def doc_values(task: str, spec: ModelSpec, demo: bool) -> dict[str, Any]:
-    """What the generate docstrings fill in: the task, its sizes and defaults, the limits."""
-    d = default_values(spec, demo)
+    """What the generate docstrings fill in: the task, its sizes and defaults (the form's initial values,
+    i.e. the draft preset, which is what an API call that leaves a setting out gets), the limits."""
+    from .weights_view import initial_values  # the module imports this one
+
+    d = initial_values(spec, demo)
     gs = spec.guide_scale
     low, high = (gs["low_noise"], gs["high_noise"]) if spec.moe else (gs["dense"], gs["dense"])
     return {
