@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from wan.request import URL_ALIASES, RequestPolicy, check_fields, flat_values, parse_values
+from wan.request import FIELD_HELP, URL_ALIASES, RequestPolicy, check_fields, flat_values, parse_values
 
 from .history import is_valid_id
 from .request import InputError
@@ -29,12 +29,10 @@ __all__ = [
     "resolve_task",
 ]
 
-# The link parameters: every request field by its own name, the short names (steps, frames, neg,
-# guidance, guidance_high, guidance_low, solver) and the flat per-expert guidance of the form.
-PARAMS: frozenset[str] = frozenset(
-    {"prompt", "negative_prompt", "size", "frame_num", "fps", "sampling_steps", "shift", "guide_scale",
-     "guide_scale_high", "guide_scale_low", "sample_solver", "seed", *URL_ALIASES}
-)  # fmt: skip
+# The link parameters: every request setting by its own name (wan.request.FIELD_HELP, so a new setting is
+# a link parameter without touching this file), the short names (steps, frames, neg, guidance,
+# guidance_high, guidance_low, solver) and the flat per-expert guidance of the form.
+PARAMS: frozenset[str] = frozenset({*FIELD_HELP, "guide_scale_high", "guide_scale_low", *URL_ALIASES})
 
 
 @dataclass
