@@ -3,7 +3,7 @@
 
     python app.py [--demo] [--ckpt-dir DIR] [--host 127.0.0.1] [--port 7860] [--share] [--mcp]
                   [--outputs DIR] [--download] [--queue-size N] [--jobs-per-session N] [--public]
-                  [--extender offline|openai|local]
+                  [--extender offline|openai|local] [--lora-dir DIR]
 
 The models live in ``playground.engine.Engine`` (lazy, one task resident); validation, the history
 store and share links live in ``playground``. ``--demo`` runs the whole flow on CPU with tiny random
@@ -33,10 +33,13 @@ from playground import assistant
 from playground.engine import Engine
 from playground.history import HistoryStore
 from playground.i18n import LANGS, STRINGS
+from playground.loras import LoraLibrary, task_dit_config
 from playground.studio import TASK_UI, Studio
 from playground.views import AppOptions, CancelRegistry, HistoryView, SessionJobCap, TaskView
 from playground.views.common import MAX_UPLOAD, t
-from playground.views.endpoints import GenerateRunner, extenders_of, make_extend_api, make_generate_endpoints
+from playground.views.endpoints import (
+    GenerateRunner, extenders_of, make_extend_api, make_generate_endpoints, make_list_loras,
+)
 from playground.views.history_view import HISTORY_TAB
 from playground.views.task_tab import TAB_KEYS, estimate_text
 from prompting.extension import PromptExtender
@@ -152,11 +155,19 @@ def create_demo(
 
         extender = prompting.make_extender("offline")
     extenders = extenders_of(extender)  # {kind: extender}, the default first: every one is offered in the UI
-    studio = Studio(engine, store, any_size=any_size)
+    lora_dir = Path(options.lora_dir) if options.lora_dir else default_lora_dir(engine)
+    options = replace(options, lora_dir=str(lora_dir))
+    if engine.demo:  # tiny random LoRAs (several formats, the Lightning pairs) so the panel is real
+        from playground.discovery import ensure_demo_loras
+
+        ensure_demo_loras(lora_dir)
+    studio = Studio(engine, store, any_size=any_size, lora_dir=lora_dir)
+    library = LoraLibrary(lora_dir, lambda task: task_dit_config(engine, task))
     cancels = CancelRegistry()
     views = {task: TaskView(task, engine, store, cancels, options) for task in TASK_UI}
     for view in views.values():
         view.extenders = extenders
+        view.library = library
     history = HistoryView(studio, store, views, options)
 
     with gr.Blocks(title="Wan 2.2 Playground", fill_width=True, delete_cache=DELETE_CACHE) as demo:
@@ -171,14 +182,21 @@ def create_demo(
         history.set_page(tabs, notice)
 
         run = GenerateRunner(studio, store, cancels, options)
-        endpoints = make_generate_endpoints(run, {task: v.spec for task, v in views.items()}, demo=engine.demo)
+        endpoints = make_generate_endpoints(run, {task: v.spec for task, v in views.items()}, demo=engine.demo,
+                                            download=options.allow_download)
         for task, view in views.items():
             view.wire(demo, endpoints[task], owner=history.owner, extender=extenders, on_result=history.on_result)
         history.wire(demo)
         # the offline extender is a quick CPU rewrite: no queue; an LLM backend waits in its own line
         gr.api(make_extend_api(extenders), api_name="extend_prompt",
                queue=set(extenders) != {"offline"}, concurrency_id="llm")
+        gr.api(make_list_loras(library), api_name="list_loras", queue=False)  # a folder listing (cached fits)
     return demo
+
+
+def default_lora_dir(engine: Engine) -> Path:
+    """``<demo-dir>/loras`` in the demo, else ``loras/`` next to app.py."""
+    return engine.demo_root / "loras" if engine.demo else ROOT / "loras"
 
 
 def _build_header(demo_mode: bool) -> gr.Markdown:
@@ -211,6 +229,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mcp", action="store_true", help="also serve the API as an MCP server (needs gradio[mcp])")
     p.add_argument("--outputs", type=Path, default=ROOT / "outputs", help="history folder (mp4 + settings JSON)")
     p.add_argument("--demo-dir", type=Path, default=ROOT / ".demo_ckpt", help="where --demo writes its tiny weights")
+    p.add_argument("--lora-dir", type=Path, default=ROOT / "loras",
+                   help="the LoRA folder: the LoRA panel lists the files here that fit each tab's model, and requests "
+                        "name LoRAs by their path inside it (in --demo: <demo-dir>/loras, with tiny demo LoRAs)")
     p.add_argument("--queue-size", type=int, default=16, help="maximum number of queued generations")
     p.add_argument("--jobs-per-session", type=int, default=JOBS_PER_SESSION,
                    help="generation jobs one browser session or API client may have queued or running")
@@ -266,8 +287,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     store = HistoryStore(args.outputs)
     any_size = args.any_size or args.demo
+    lora_dir = args.demo_dir / "loras" if args.demo else args.lora_dir
     options = AppOptions(demo=args.demo, any_size=any_size, public=args.public, allow_download=args.download,
-                         upload_root=gr.utils.get_upload_folder())
+                         upload_root=gr.utils.get_upload_folder(), lora_dir=str(lora_dir))
     try:
         extenders = make_extenders(args)
     except ValueError as e:

@@ -19,9 +19,11 @@ from pathlib import Path
 __all__ = [
     "WeightsMissing",
     "WeightsStatus",
+    "DEMO_LORAS",
     "demo_status",
     "download_weights",
     "ensure_demo_checkpoint",
+    "ensure_demo_loras",
     "expected_files",
     "how_to_get",
     "locate_weights",
@@ -186,3 +188,59 @@ def ensure_demo_checkpoint(task: str, demo_root: Path) -> Path:
                 shutil.rmtree(tmp, ignore_errors=True)
     log.info("discovery: wrote demo weights for %s to %s", task, target)
     return target
+
+
+# The demo's LoRA folder (``<demo-dir>/loras``): tiny random LoRAs for the tiny DiTs, in several key
+# formats, so the LoRA panel, the compatibility filter and the Fast preset are real in the demo.
+# name -> (the tiny model it is made for, key format, seed). All carry a ``head.head.diff`` (as the
+# lightx2v LoRAs do), whose shape differs between the A14B and 5B tiny DiTs: the filter is real.
+DEMO_LORAS: dict[str, tuple[str, str, int]] = {
+    "demo-style_HIGH.safetensors": ("t2v-A14B", "official", 11),       # a HIGH/LOW pair for the A14B experts
+    "demo-style_LOW.safetensors": ("t2v-A14B", "musubi", 12),
+    "demo-detail-diffusers.safetensors": ("t2v-A14B", "diffusers", 13),  # one file for both experts
+    "demo-5b-style-peft.safetensors": ("ti2v-5B", "official-peft", 14),  # the 5B tiny DiT only
+}
+
+
+def _demo_lora_files() -> dict[str, tuple[str, str, int]]:
+    """Every demo LoRA file: the ones above plus the Lightning pairs at the paths the speed presets name."""
+    from .speed import _data
+
+    files = dict(DEMO_LORAS)
+    for task, entries in _data()["loras"].items():
+        for i, entry in enumerate(entries):
+            files[entry["file"]] = (task, "official", 21 + i)
+    return files
+
+
+_DEMO_LORA_MARKER = ".demo-loras-complete"
+
+
+def ensure_demo_loras(lora_dir: Path) -> Path:
+    """Write the demo LoRA files into ``lora_dir`` once (each file atomically: written aside, then renamed;
+    a marker file says the set is complete). Files already there are kept."""
+    lora_dir = Path(lora_dir)
+    if (lora_dir / _DEMO_LORA_MARKER).is_file():
+        return lora_dir
+    with _demo_lock:
+        if (lora_dir / _DEMO_LORA_MARKER).is_file():
+            return lora_dir
+        from wan.testing.lora import write_tiny_lora
+
+        lora_dir.mkdir(parents=True, exist_ok=True)
+        for name, (task, fmt, seed) in _demo_lora_files().items():
+            target = lora_dir / name
+            if target.is_file():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=target.parent)
+            os.close(fd)
+            tmp = Path(tmp_name)
+            try:
+                write_tiny_lora(tmp, task, fmt, seed=seed, head_diff=True)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
+        (lora_dir / _DEMO_LORA_MARKER).write_text("tiny random LoRAs for app.py --demo\n")
+    log.info("discovery: wrote demo LoRAs to %s", lora_dir)
+    return lora_dir

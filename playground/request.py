@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from dataclasses import dataclass
 
 from wan.configs import LIMITS, SOLVERS, ModelSpec
@@ -59,6 +60,12 @@ FIELD_LABELS: dict[str, str] = {
     "image": "Image",
     "video": "Video",
     "prompt_fields": "Prompt assistant",
+    "loras": "LoRAs",
+    "phases": "Phases (speed preset)",
+    "schedule": "Schedule (speed preset)",
+    "preset": "Speed preset",
+    "lora_repo": "Hub repo",
+    "lora_file": "File in the repo",
 }
 
 
@@ -97,12 +104,22 @@ def _hint_values() -> dict[str, object]:
     }  # fmt: skip
 
 
-def app_policy(*, demo: bool, any_size: bool) -> RequestPolicy:
+def app_policy(*, demo: bool, any_size: bool, lora_dir: Path | None = None) -> RequestPolicy:
     """What this server accepts beyond the model's rules: custom sizes (``any_size``, always in the
-    demo), and in the demo at most ``DEMO_MAX_SIDE`` pixels per side."""
+    demo), in the demo at most ``DEMO_MAX_SIDE`` pixels per side, and LoRAs only by file name inside
+    ``lora_dir`` (the server's LoRA folder; None: no LoRA folder, so no LoRA file is accepted)."""
     if demo:
-        return RequestPolicy(any_size=True, max_side=DEMO_MAX_SIDE, note="in demo mode (tiny weights on the CPU)")
-    return RequestPolicy(any_size=any_size)
+        return RequestPolicy(any_size=True, max_side=DEMO_MAX_SIDE, note="in demo mode (tiny weights on the CPU)",
+                             lora_dir=_lora_root(lora_dir))
+    return RequestPolicy(any_size=any_size, lora_dir=_lora_root(lora_dir))
+
+
+def _lora_root(lora_dir: Path | None) -> Path:
+    # a server never opens a path a client sends: without a LoRA folder, an empty one stands in
+    return Path(lora_dir) if lora_dir is not None else _NO_LORA_DIR
+
+
+_NO_LORA_DIR = Path("/nonexistent-wan-playground-loras")
 
 
 @dataclass(frozen=True)

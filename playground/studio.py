@@ -106,10 +106,17 @@ def form_values_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Studio:
-    def __init__(self, engine: Engine, store: HistoryStore, *, any_size: bool = False) -> None:
+    def __init__(self, engine: Engine, store: HistoryStore, *, any_size: bool = False,
+                 lora_dir: str | Path | None = None) -> None:
         self.engine = engine
         self.store = store
-        self.policy = app_policy(demo=engine.demo, any_size=any_size)
+        self.policy = app_policy(demo=engine.demo, any_size=any_size,
+                                 lora_dir=Path(lora_dir) if lora_dir is not None else None)
+
+    @property
+    def lora_dir(self) -> Path | None:
+        """The server's LoRA folder (requests name LoRA files inside it)."""
+        return self.policy.lora_dir
 
     @property
     def any_size(self) -> bool:
@@ -190,6 +197,7 @@ class Studio:
         width, height, frames = whf
         d = req.to_settings()
         d.pop("image", None)  # the stored copy is named in "image_file" by the history store
+        self._lora_names(req, d)
         weights = self.engine.weights(req.task)
         d.update(
             {
@@ -205,6 +213,20 @@ class Studio:
             }
         )
         return d
+
+    def _lora_names(self, req: GenerationRequest, settings: dict[str, Any]) -> None:
+        """Each LoRA's name as the request named it: its path inside the LoRA folder (``sub/x.safetensors``;
+        the Lightning files of different tasks share a file name), so links and restores find it again."""
+        root = self.policy.lora_dir
+        if root is None:
+            return
+        root = Path(root).resolve()
+        for lora, entry in zip(req.loras, settings.get("loras") or [], strict=False):
+            if isinstance(lora.source, str) and isinstance(entry, dict):
+                try:
+                    entry["name"] = Path(lora.source).resolve().relative_to(root).as_posix()
+                except ValueError:
+                    pass  # not in the folder (a script's request): the file name stays
 
     @staticmethod
     def _save_input_image(src: str, dst: Path) -> None:

@@ -45,8 +45,9 @@ class AppOptions:
 
     ``public``: a server anyone can reach (a Hugging Face Space): History shows each visitor only
     their own results, no server paths appear on the page. ``allow_download``: the operator passed
-    ``--download``, so the Download-weights button is shown. ``upload_root``: Gradio's upload folder;
-    uploads inside it are deleted once used.
+    ``--download``, so the Download-weights button is shown (and the LoRA panel may fetch from the Hub).
+    ``upload_root``: Gradio's upload folder; uploads inside it are deleted once used. ``lora_dir``: the
+    LoRA folder (``--lora-dir``; in the demo ``<demo-dir>/loras``); None: the app picks its default.
     """
 
     demo: bool = False
@@ -54,6 +55,7 @@ class AppOptions:
     public: bool = False
     allow_download: bool = False
     upload_root: str | None = None
+    lora_dir: str | None = None
 
 
 _T = gr.I18n()  # keys only; the translations are passed to launch() by app.build_i18n()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -29,7 +30,7 @@ from .cancel import CancelRegistry
 from .common import user_error, MAX_FPS, MAX_FRAMES, MAX_SEED, MAX_STEPS, SOLVERS, AppOptions, app_url, input_error, request_lang, session_of
 from .safe import code, toast
 
-__all__ = ["extenders_of", "FORM_FIELDS", "MAX_BATCH", "GenerateRunner", "RunCancelled", "default_values", "document", "make_extend_api", "make_generate_endpoints"]
+__all__ = ["API_EXTRAS", "make_list_loras", "extenders_of", "FORM_FIELDS", "MAX_BATCH", "GenerateRunner", "RunCancelled", "default_values", "document", "make_extend_api", "make_generate_endpoints"]
 
 log = logging.getLogger("wan.app")
 
@@ -37,6 +38,8 @@ DEMO_DEFAULTS = {"frame_num": 9, "sampling_steps": 4}  # with the demo sizes: se
 # The request fields of the generate endpoints (the form of a task tab), in the API's order.
 FORM_FIELDS = ("prompt", "negative_prompt", "size", "frame_num", "fps", "sampling_steps", "shift", "sample_solver",
                "guide_scale_high", "guide_scale_low", "guide_scale", "seed", "randomize_seed")
+# Optional API parameters after the form's (appended: the order of the existing ones is kept).
+API_EXTRAS = ("loras", "preset")
 _TASK_TITLES = {
     "t2v-A14B": "text-to-video with the A14B two-expert MoE model",
     "i2v-A14B": "image-to-video with the A14B two-expert MoE model: the image is the first frame",
@@ -63,7 +66,7 @@ def default_values(spec: ModelSpec, demo: bool) -> dict[str, Any]:
     }
 
 
-def doc_values(task: str, spec: ModelSpec, demo: bool) -> dict[str, Any]:
+def doc_values(task: str, spec: ModelSpec, demo: bool, download: bool = False) -> dict[str, Any]:
     """What the generate docstrings fill in: the task, its sizes and defaults (the form's initial values,
     i.e. the draft preset, which is what an API call that leaves a setting out gets), the limits."""
     from .weights_view import initial_values  # the module imports this one
@@ -78,6 +81,26 @@ def doc_values(task: str, spec: ModelSpec, demo: bool) -> dict[str, Any]:
         "shift": f"{spec.sample_shift:g}", "guide_low": f"{low:g}", "guide_high": f"{high:g}",
         "max_frames": MAX_FRAMES, "max_fps": MAX_FPS, "max_steps": MAX_STEPS, "max_seed": MAX_SEED,
         "solvers": ", ".join(SOLVERS),
+        **_lora_doc(task, spec, download),
+    }
+
+
+def _lora_doc(task: str, spec: ModelSpec, download: bool) -> dict[str, str]:
+    from playground.speed import speed_presets
+
+    presets = list(speed_presets(task))
+    if spec.moe:
+        strength = ('a number for both experts, or {"high_noise": h, "low_noise": l} per expert (A14B: a HIGH '
+                    'file usually gets {"high_noise": 1, "low_noise": 0}, its LOW file the reverse)')
+        example = '{"high_noise": 1.0, "low_noise": 0.5}'
+    else:
+        strength = 'a number (or {"dense": d}; this model has one expert)'
+        example = "0.8"
+    return {
+        "strength_doc": strength + ", each from -5 to 5; default 1",
+        "strength_example": example,
+        "presets": " or ".join(f'"{p}"' for p in presets) if presets else f"none for {task} (no parameter to set)",
+        "download": "; downloaded from the Hub when missing" if download else "; the server must have it",
     }
 
 
@@ -174,12 +197,23 @@ class GenerateRunner:
                 reqs.append(first.with_changes(seed=(first.seed + i) % (MAX_SEED + 1)))
         return reqs
 
+    def api_values(self, task: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The API's ``loras`` (JSON list) and ``preset`` (name) as request values; ``InputError`` naming
+        the parameter (a name outside the LoRA folder, an unknown preset, its LoRA files missing)."""
+        if not any(k in values for k in API_EXTRAS):
+            return dict(values)
+        from playground.loras import api_values
+
+        lora_dir = self.studio.lora_dir or Path("loras")
+        return api_values(task, values, lora_dir=lora_dir, download=self.options.allow_download)
+
     # ------------------------------------------------------------------------------ runs
     async def __call__(self, task: str, values: Mapping[str, Any], *, request: gr.Request, progress: gr.Progress,
                        image: str | None = None, prompt_fields: dict[str, Any] | None = None,
                        owner: str | None = None) -> tuple[str, int, str, str]:
         lang = request_lang(request)
         try:
+            values = await asyncio.to_thread(self.api_values, task, values)  # a preset may download its LoRAs
             req = self.studio.build_request(task, values, image=image, prompt_fields=prompt_fields)
         except InputError as e:
             log.info("invalid input for %s: %s", task, e)  # the user's mistake: one line, no traceback
@@ -255,15 +289,21 @@ class Endpoint(Protocol):
 
 
 def _form(local_vars: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in local_vars.items() if k in FORM_FIELDS}
+    form = {k: v for k, v in local_vars.items() if k in FORM_FIELDS}
+    for k in API_EXTRAS:  # resolved by GenerateRunner.api_values (a JSON list; a preset name)
+        if local_vars.get(k) not in (None, ""):
+            form[k] = local_vars[k]
+    return form
 
 
-def make_generate_endpoints(run: Run, specs: Mapping[str, ModelSpec], *, demo: bool) -> dict[str, Endpoint]:
-    """The three generate endpoints (task -> function), documented for ``specs`` and ``demo``."""
+def make_generate_endpoints(run: Run, specs: Mapping[str, ModelSpec], *, demo: bool,
+                            download: bool = False) -> dict[str, Endpoint]:
+    """The three generate endpoints (task -> function), documented for ``specs``, ``demo`` and whether the
+    server downloads missing files (``download``)."""
     endpoints = {"t2v-A14B": _t2v(run), "i2v-A14B": _i2v(run), "ti2v-5B": _ti2v(run)}
     for task, fn in endpoints.items():
         assert fn.__name__ == TASK_UI[task].api_name  # noqa: S101 - the API names are part of the contract
-        document(fn, **doc_values(task, specs[task], demo))
+        document(fn, **doc_values(task, specs[task], demo, download))
         fn.runner = run  # type: ignore[attr-defined]  # the task tab's own flow (check, batch) uses it too
     return endpoints
 
@@ -273,7 +313,7 @@ def _t2v(run: Run) -> Endpoint:
                            sampling_steps: int, shift: float, sample_solver: str, guide_scale_high: float,
                            guide_scale_low: float, seed: int, randomize_seed: bool, request: gr.Request,
                            progress: gr.Progress = gr.Progress(), prompt_fields: dict[str, Any] | None = None,
-                           owner: str | None = None):
+                           owner: str | None = None, loras: str | None = None, preset: str | None = None):
         """Generate a video with Wan 2.2 {task}: {title}.
 
         Args:
@@ -289,6 +329,8 @@ def _t2v(run: Run) -> Endpoint:
             guide_scale_low: classifier-free guidance of the low-noise expert (late steps: detail). Default {guide_low}.
             seed: random seed, 0 to {max_seed} (-1: random); used only when randomize_seed is false.
             randomize_seed: pick a random seed (the seed used is returned). Default true.
+            loras: optional LoRAs as a JSON list, e.g. [{{"name": "style.safetensors", "strength": {strength_example}}}]: each name is a file in this server's LoRA folder (list_loras gives the files that fit this model); strength is {strength_doc}. Default: none.
+            preset: optional speed preset: {presets}. It sets steps, solver, shift, the schedule and the phases (CFG off) and adds its Lightning LoRA pair (from the LoRA folder{download}). Default: none.
 
         Returns:
             the mp4
@@ -306,7 +348,8 @@ def _i2v(run: Run) -> Endpoint:
                            sampling_steps: int, shift: float, sample_solver: str, guide_scale_high: float,
                            guide_scale_low: float, seed: int, randomize_seed: bool, request: gr.Request,
                            progress: gr.Progress = gr.Progress(), prompt_fields: dict[str, Any] | None = None,
-                           owner: str | None = None, image: str | None = None):
+                           owner: str | None = None, image: str | None = None, loras: str | None = None,
+                           preset: str | None = None):
         """Generate a video with Wan 2.2 {task}: {title}.
 
         Args:
@@ -323,6 +366,8 @@ def _i2v(run: Run) -> Endpoint:
             seed: random seed, 0 to {max_seed} (-1: random); used only when randomize_seed is false.
             randomize_seed: pick a random seed (the seed used is returned). Default true.
             image: the first frame (PNG, JPEG or WebP, at most 25 MB); required. The video keeps the image's aspect ratio at about the pixel area of size.
+            loras: optional LoRAs as a JSON list, e.g. [{{"name": "style.safetensors", "strength": {strength_example}}}]: each name is a file in this server's LoRA folder (list_loras gives the files that fit this model); strength is {strength_doc}. Default: none.
+            preset: optional speed preset: {presets}. It sets steps, solver, shift, the schedule and the phases (CFG off) and adds its Lightning LoRA pair (from the LoRA folder{download}). Default: none.
 
         Returns:
             the mp4
@@ -340,7 +385,7 @@ def _ti2v(run: Run) -> Endpoint:
                             sampling_steps: int, shift: float, sample_solver: str, guide_scale: float, seed: int,
                             randomize_seed: bool, request: gr.Request, progress: gr.Progress = gr.Progress(),
                             prompt_fields: dict[str, Any] | None = None, owner: str | None = None,
-                            image: str | None = None):
+                            image: str | None = None, loras: str | None = None, preset: str | None = None):
         """Generate a video with Wan 2.2 {task}: {title}.
 
         Args:
@@ -356,6 +401,8 @@ def _ti2v(run: Run) -> Endpoint:
             seed: random seed, 0 to {max_seed} (-1: random); used only when randomize_seed is false.
             randomize_seed: pick a random seed (the seed used is returned). Default true.
             image: optional first frame (PNG, JPEG or WebP, at most 25 MB); leave empty for text-to-video.
+            loras: optional LoRAs as a JSON list, e.g. [{{"name": "style.safetensors", "strength": {strength_example}}}]: each name is a file in this server's LoRA folder (list_loras gives the files that fit this model); strength is {strength_doc}. Default: none.
+            preset: optional speed preset: {presets}. It sets steps, solver, shift, the schedule and the phases (CFG off) and adds its Lightning LoRA pair (from the LoRA folder{download}). Default: none.
 
         Returns:
             the mp4
@@ -429,3 +476,23 @@ def make_extend_api(extender: Any) -> Callable[..., str]:
                            title="Extension failed")
         return str(result.prompt)
     return document(extend_prompt, backends=", ".join(f'"{k}"' for k in extenders), default=f'"{default}"')
+
+
+# --------------------------------------------------------------------------------- LoRAs
+def make_list_loras(library: Any) -> Callable[..., list[str]]:
+    """The list_loras endpoint over a ``playground.loras.LoraLibrary`` (the server's LoRA folder)."""
+
+    def list_loras(task: str = "t2v-A14B") -> list[str]:
+        """The LoRA files of this server that fit a model: pass them as "name" in the loras parameter of generate_t2v / generate_i2v / generate_ti2v.
+
+        Args:
+            task: the model: "t2v-A14B", "i2v-A14B" or "ti2v-5B". Only files whose shapes fit it are listed (an A14B LoRA does not fit TI2V-5B).
+
+        Returns:
+            the file names, relative to the server's LoRA folder
+        """
+        if not isinstance(task, str) or task not in TASK_UI:
+            raise user_error(toast(f"task: {task!r} is not one of {', '.join(TASK_UI)}"), title="Invalid input")
+        return library.compatible(task)
+
+    return list_loras

@@ -290,7 +290,7 @@ class HistoryView:
         entry = self._entry(gen_id)
         message = tr("run.restored", request_lang(request), id=entry.id, task=entry.task)
         return self.restore(entry.settings, entry=entry, video=str(entry.video), message=md(message),
-                            link=permalink(app_url(request), entry.id))
+                            link=permalink(app_url(request), entry.id), lang=request_lang(request))
 
     def settings_from_video(self, path: str | None) -> dict[str, Any]:
         """Read the generation settings embedded in an mp4 made by this app (Wan 2.2 Playground).
@@ -322,15 +322,21 @@ class HistoryView:
                 entry = None  # made elsewhere: restore the form only
         message = f"Settings loaded from the video ({settings.get('task')}, seed {settings.get('seed')})."
         return self.restore(settings, entry=entry, video=str(entry.video) if entry else None, message=md(message),
-                            link=permalink(app_url(request), entry.id) if entry else None)
+                            link=permalink(app_url(request), entry.id) if entry else None,
+                            lang=request_lang(request))
 
     def restore(self, settings: Mapping[str, Any], *, entry: HistoryEntry | None, video: str | None,
-                message: str, link: str | None = None) -> dict[Any, Any]:
+                message: str, link: str | None = None, lang: str = "en",
+                problems: list[str] | None = None) -> dict[Any, Any]:
         """Select the result's tab, show ``message`` (Markdown, already escaped) and fill the tab."""
         view = self.views[str(settings.get("task"))]
-        updates: dict[Any, Any] = {self.tabs: gr.Tabs(selected=view.ui.tab_id),
-                                   self.notice: gr.Markdown(message, visible=True)}
-        updates.update(view.restore_updates(settings, entry=entry, video=video, link=link))
+        problems = [] if problems is None else problems  # e.g. a LoRA file missing here: named, left out
+        updates: dict[Any, Any] = {self.tabs: gr.Tabs(selected=view.ui.tab_id)}
+        updates.update(view.restore_updates(settings, entry=entry, video=video, link=link, problems=problems,
+                                            lang=lang))
+        if problems:
+            message += "\n\n⚠ " + md(" · ".join(problems))
+        updates[self.notice] = gr.Markdown(message, visible=True)
         return updates
 
     def on_load(self, request: gr.Request) -> Any:
@@ -346,9 +352,12 @@ class HistoryView:
                 q.problems.append(str(e))
             else:
                 message = md(tr("run.restored", lang, id=entry.id, task=entry.task))
+                lost: list[str] = []
                 updates = self.restore(entry.settings, entry=entry, video=str(entry.video), message=message,
-                                       link=permalink(app_url(request), entry.id))
+                                       link=permalink(app_url(request), entry.id), lang=lang, problems=lost)
                 messages.append(message)
+                if lost:  # a LoRA of the result is not on this server: named, left out
+                    messages.append("⚠ " + md(" · ".join(lost)))
         elif q.task is not None:
             view = self.views[q.task]
             updates = {self.tabs: gr.Tabs(selected=view.ui.tab_id), **view.prefill_updates(q.prefill, q.problems)}

@@ -20,6 +20,7 @@ from playground.engine import Engine
 from playground.history import HistoryEntry, HistoryStore
 from playground.i18n import tr
 from playground.images import check_image, discard_upload
+from playground.loras import LoraLibrary, task_dit_config
 from playground.request import InputError, closest_preset, error_text, parse_size, size_presets
 from playground.share import permalink
 from playground.studio import TASK_UI, Studio, form_values_from_settings
@@ -50,6 +51,7 @@ from .common import (
     t,
 )
 from .endpoints import MAX_BATCH, Endpoint, GenerateRunner, RunCancelled, default_values
+from .lora_panel import LoraPanel
 from . import weights_view
 from .safe import code, md, toast
 
@@ -107,6 +109,9 @@ class TaskView:
         self.assist: dict[str, Any] = {}    # prompt-assistant fields
         self.image: CheckedImage | None = None
         self.extenders: dict[str, Any] = {}  # prompt enhancers by kind, the default first (set by the app)
+        # the server's LoRA folder (the app sets one shared library; this default serves a lone view)
+        lora_root = options.lora_dir or (engine.demo_root / "loras" if engine.demo else Path("loras"))
+        self.library = LoraLibrary(lora_root, lambda task: task_dit_config(engine, task))
 
     # ------------------------------------------------------------------------------ build
     def build(self) -> TaskView:
@@ -124,7 +129,9 @@ class TaskView:
             with gr.Column(scale=2, elem_classes=["outputs"]):
                 self._build_outputs()
                 self.quality = weights_view.QualityPresets(self.task, self.spec, self.engine.demo).build()
+                self.lora_panel = LoraPanel(self.task, self.spec, self.library, self.options).build_fast()
                 self._build_settings()
+                self.lora_panel.build()
         return self
 
     def _build_weights(self) -> None:
@@ -250,6 +257,9 @@ class TaskView:
         # the documented single-result API endpoint (generate_t2v/i2v/ti2v) hangs on this hidden trigger;
         # the Generate button runs the tab's own flow (check first, then one or a batch of results)
         self.api_trigger = gr.Button(visible=False, elem_classes=["api-trigger"])
+        # the API's optional loras (a JSON list) and preset (a name): parameters of the endpoint only
+        self.api_loras = gr.Textbox(None, visible=False, label="loras")
+        self.api_preset = gr.Textbox(None, visible=False, label="preset")
         # read by the gates in the browser (a gr.State stays on the server): may the run be queued?
         # did Cancel find a running job (else it dequeues the waiting one)?
         self.verdict = gr.Checkbox(False, visible=False, elem_classes=["gen-verdict"])
@@ -312,7 +322,7 @@ class TaskView:
         """Every component ``restore_updates`` and ``prefill_updates`` may write."""
         comps = [*self.form.values(), *self.assist.values(), self.assist_mode, self.assist_lang, self.preview,
                  self.prompt_fields, self.video, self.used_seed, self.status, self.link, self.batch_gallery,
-                 self.batch_ids]
+                 self.batch_ids, *self.lora_panel.restorable()]
         return comps + ([self.image] if self.image is not None else [])
 
     # ---------------------------------------------------------------------------- wiring
@@ -324,18 +334,20 @@ class TaskView:
         self.extenders = extenders_of(extender)
         self.extender = next(iter(self.extenders.values()))  # the default enhancer
         self.runner: GenerateRunner = getattr(endpoint, "runner", None) or GenerateRunner(
-            Studio(self.engine, self.store, any_size=self.options.any_size), self.store, self.cancels, self.options)
+            Studio(self.engine, self.store, any_size=self.options.any_size, lora_dir=self.library.root),
+            self.store, self.cancels, self.options)
         gen_inputs = {**self.form, "prompt_fields": self.prompt_fields, "owner": owner}
         if self.image is not None:
             gen_inputs["image"] = self.image
         result_outputs = [self.video, self.used_seed, self.status, self.link]
         # the API: one result per call, errors raise (the documented contract of generate_t2v/i2v/ti2v)
         api_event = self.api_trigger.click(
-            endpoint, inputs_kwargs=gen_inputs, outputs=result_outputs, api_name=self.ui.api_name,
+            endpoint, inputs_kwargs={**gen_inputs, "loras": self.api_loras, "preset": self.api_preset},
+            outputs=result_outputs, api_name=self.ui.api_name,
             concurrency_id="gpu", concurrency_limit=1, show_progress_on=[self.status],
         )
         on_result(api_event)
-        self._wire_generate(gen_inputs, on_result)
+        self._wire_generate({**gen_inputs, **self.lora_panel.inputs()}, on_result)
         if self.image is not None:
             # preprocess=False: the handler sees a bad file and says why, instead of failing in preprocessing
             self.image.upload(self.check_upload, inputs=self.image,
@@ -353,6 +365,7 @@ class TaskView:
         self.download_btn.click(self.download, outputs=self.weights, concurrency_id="gpu", api_visibility="private")
         demo.load(self.weights_for, outputs=self.weights, queue=False, show_progress="hidden", api_visibility="private")
         self.quality.wire(self.form)
+        self.lora_panel.wire(self.form, self.quality)
 
     def _wire_generate(self, gen_inputs: dict[str, Any], on_result: Callable[[Any], None]) -> None:
         """Generate: a quick unqueued check (a message in the status, nothing blanked), then the queued
@@ -416,6 +429,7 @@ class TaskView:
         """Before queueing: the status (why not, in the user's language where the text is ours), the
         verdict, and Cancel armed when the run goes ahead. The shown result is left as it is."""
         lang = request_lang(request)
+        values = self.lora_panel.take(values)
         problem = self.runner.check(self.task, values, lang=lang, image=image, prompt_fields=prompt_fields)
         if problem is not None:
             log.info("not started (%s): %s", self.task, problem)
@@ -433,6 +447,7 @@ class TaskView:
         its own permalink; the player shows the newest, the batch gallery all. Cancel or a failure ends it
         with a status line; results already made stay."""
         lang = request_lang(request)
+        values = self.lora_panel.take(values)
         try:
             count = min(max(int(batch), 1), MAX_BATCH)
         except (TypeError, ValueError):
@@ -667,10 +682,14 @@ class TaskView:
                 if name in self.assist}
 
     def restore_updates(self, settings: Mapping[str, Any], *, entry: HistoryEntry | None, video: str | None,
-                        link: str | None = None) -> dict[Any, Any]:
-        """Component updates that put a stored result (or an mp4's settings) back into this tab."""
-        updates: dict[Any, Any] = {self.form[name]: value for name, value in form_values_from_settings(settings).items()
-                                   if name in self.form}
+                        link: str | None = None, problems: list[str] | None = None,
+                        lang: str = "en") -> dict[Any, Any]:
+        """Component updates that put a stored result (or an mp4's settings) back into this tab; what
+        cannot be restored here (a LoRA file missing from this server) is appended to ``problems``."""
+        values = form_values_from_settings(settings)
+        updates: dict[Any, Any] = {self.form[name]: value for name, value in values.items() if name in self.form}
+        updates.update(self.lora_panel.restore_updates(settings, values, problems if problems is not None else [],
+                                                       lang))
         fields = settings.get("prompt_fields")
         if isinstance(fields, Mapping):
             updates.update(self._assist_updates(fields))
