@@ -161,6 +161,7 @@ def create_demo(
         from playground.discovery import ensure_demo_loras
 
         ensure_demo_loras(lora_dir)
+    log.info("LoRA folder: %s", lora_dir.resolve())  # the page names the folder only, never the server path
     studio = Studio(engine, store, any_size=any_size, lora_dir=lora_dir)
     library = LoraLibrary(lora_dir, lambda task: task_dit_config(engine, task))
     cancels = CancelRegistry()

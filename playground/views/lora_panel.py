@@ -92,15 +92,17 @@ class LoraPanel:
         with gr.Accordion(t("lora.section"), open=False, elem_classes=["loras"]) as self.accordion:
             gr.Markdown(t("lora.info_moe" if self.spec.moe else "lora.info_dense"), elem_classes=["lora-info"])
             for i in range(MAX_ROWS):
-                with gr.Row(visible=i == 0, equal_height=True, elem_classes=["lora-row", f"lora-row-{i}"]) as row:
-                    self.files.append(gr.Dropdown(choices, value=_NONE, label=f"LoRA {i + 1}", scale=3, min_width=200,
+                # a row: the file on its own line (long names stay readable), its strengths under it
+                with gr.Column(visible=i == 0, variant="panel", elem_classes=["lora-row", f"lora-row-{i}"]) as row:
+                    self.files.append(gr.Dropdown(choices, value=_NONE, label=f"LoRA {i + 1}",
                                                   elem_classes=["lora-file"]))
                     sliders = {}
-                    for expert in self.experts:
-                        key = {"high_noise": "lora.high", "low_noise": "lora.low"}.get(expert, "lora.strength")
-                        cls = {"high_noise": "lora-high", "low_noise": "lora-low"}.get(expert, "lora-strength")
-                        sliders[expert] = gr.Slider(lim.lo, lim.hi, value=1.0, step=lim.step, label=t(key), scale=2,
-                                                    min_width=140, elem_classes=[cls])
+                    with gr.Row(equal_height=True):
+                        for expert in self.experts:
+                            key = {"high_noise": "lora.high", "low_noise": "lora.low"}.get(expert, "lora.strength")
+                            cls = {"high_noise": "lora-high", "low_noise": "lora-low"}.get(expert, "lora-strength")
+                            sliders[expert] = gr.Slider(lim.lo, lim.hi, value=1.0, step=lim.step, label=t(key),
+                                                        min_width=160, elem_classes=[cls])
                     self.sliders.append(sliders)
                 self.rows.append(row)
             with gr.Row(equal_height=True):
@@ -204,19 +206,16 @@ class LoraPanel:
             strengths = self._strengths(entry["strength"]) if entry else {e: 1.0 for e in self.experts}
             for expert, slider in self.sliders[i].items():
                 updates[slider] = strengths[expert]
-            updates[self.rows[i]] = gr.Row(visible=i < shown)
+            updates[self.rows[i]] = gr.Column(visible=i < shown)
         return updates
 
     def _listing_note(self, lang: str) -> str:
         fitting = self.library.compatible(self.task)
         total = len(self.library.names())
-        folder = self.library.root.name if self.options.public else str(self.library.root)
+        folder = self.library.root.name + "/"  # the folder's name only: no server path on the page
         if not total:
             return md(tr("lora.empty", lang, folder=folder))
-        text = tr("lora.listed", lang, count=len(fitting), total=total)
-        if not self.options.public:
-            text += " · " + tr("lora.folder", lang, folder=folder)
-        return md(text)
+        return md(tr("lora.listed", lang, count=len(fitting), total=total) + " · " + tr("lora.folder", lang, folder=folder))
 
     # ---------------------------------------------------------------------------- wiring
     def wire(self, form: dict[str, Any], quality: Any) -> None:
@@ -247,10 +246,10 @@ class LoraPanel:
             strengths = default_strength(name, self.experts) if name else {e: 1.0 for e in self.experts}
             filled = [i for i, n in enumerate(names) if n]
             shown = min(MAX_ROWS, max(1, (max(filled) + 2) if filled else 1))
-            return (*(strengths[e] for e in self.experts), *(gr.Row(visible=i < shown) for i in range(MAX_ROWS)))
+            return (*(strengths[e] for e in self.experts), *(gr.Column(visible=i < shown) for i in range(MAX_ROWS)))
         return picked
 
-    def refresh(self, *names: str, request: gr.Request) -> tuple[Any, ...]:
+    def refresh(self, request: gr.Request, *names: str) -> tuple[Any, ...]:
         """Re-read the folder; a row whose file is gone (or no longer fits) keeps it (Generate names it)."""
         fitting = self.library.compatible(self.task)
         updates = []
@@ -259,9 +258,11 @@ class LoraPanel:
             updates.append(gr.Dropdown(choices=self._choices([*fitting, *extra])))
         return (*updates, self._listing_note(request_lang(request)))
 
-    def hub_download(self, repo: str, filename: str, *flat: Any, request: gr.Request,
-                     progress: gr.Progress = gr.Progress(track_tqdm=True)) -> dict[Any, Any]:
-        """Download a file into the LoRA folder; it fills the first empty row when it fits this model."""
+    def hub_download(self, request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008
+                     *args: Any) -> dict[Any, Any]:
+        """Download a file into the LoRA folder (``args``: repo, file, then the rows); it fills the first
+        empty row when it fits this model."""
+        repo, filename, *flat = args
         lang = request_lang(request)
         if not self.hub_allowed:
             raise user_error(tr("lora.hub_off", lang), title=tr("error.download_off", lang))
@@ -285,7 +286,8 @@ class LoraPanel:
         return {f["file"] for f in _preset_data()["loras"].get(self.task, [])}
 
     def _fast(self, name: str) -> Any:
-        def fast(*flat: Any, request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> dict[Any, Any]:
+        def fast(request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008
+                 *flat: Any) -> dict[Any, Any]:
             return self.apply_fast(name, list(flat), request_lang(request),
                                    progress=lambda msg: progress(0, desc=msg))
         return fast

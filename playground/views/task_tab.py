@@ -290,8 +290,9 @@ class TaskView:
                                                     label=t("field.steps"), elem_classes=["steps"])
             with gr.Row():
                 f["shift"] = CheckedSlider(LIMITS.shift.lo, LIMITS.shift.hi, value=spec.sample_shift, step=LIMITS.shift.step,
-                                           label=t("field.shift"))
-                f["sample_solver"] = gr.Dropdown(list(SOLVERS), value="unipc", label=t("field.solver"))
+                                           label=t("field.shift"), elem_classes=["shift"])
+                f["sample_solver"] = gr.Dropdown(list(SOLVERS), value="unipc", label=t("field.solver"),
+                                                 elem_classes=["solver"])
             with gr.Row():
                 g = LIMITS.guide_scale
                 for name, expert, label in (("guide_scale_high", "high_noise", "field.guidance_high"),
