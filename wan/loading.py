@@ -325,27 +325,41 @@ def _text_dim_from_shapes(shapes: Mapping[str, tuple[tuple[int, ...], Path]]) ->
 
 
 def _inspect_dit(
-    model_dir: Path, spec: ModelSpec | None, json_cache: dict[Path, dict[str, Any]] | None = None
+    model_dir: Path,
+    spec: ModelSpec | None,
+    json_cache: dict[Path, dict[str, Any]] | None = None,
+    files: Iterable[Path] | None = None,
 ) -> _DiTSource:
     """Reads config.json, the shard index and the safetensors headers of a DiT folder once, and checks
     the key names and shapes against a ``meta`` WanModel of that config (and the task, with ``spec``).
-    ``text_dim`` is the width of the text embedding's first weight."""
+    ``text_dim`` is the width of the text embedding's first weight. ``files``: the weight files to use
+    instead of the folder's (``dit_files``; the folder then only needs ``config.json``). Scaled-fp8
+    files are checked under their normalised names (``wan.quant.split_scaled_fp8``: prefix stripped,
+    scales and marker set aside)."""
     import torch
 
     from .modules.model import WanModel
+    from .quant import split_scaled_fp8
 
     config_path = model_dir / "config.json"
     if not model_dir.is_dir():
         raise CheckpointError(f"{model_dir}: DiT folder not found (expected config.json + {DIT_WEIGHTS})")
     raw = _read_json(config_path, json_cache)
-    files = _weight_files(model_dir, DIT_WEIGHTS, DIT_INDEX, json_cache)
+    if files is None:
+        files = _weight_files(model_dir, DIT_WEIGHTS, DIT_INDEX, json_cache)
+    else:
+        files = [Path(f) for f in files]
+        for f in files:
+            if not f.is_file():
+                raise CheckpointError(f"{f}: DiT weights file not found (given as dit_files for {model_dir})")
     shapes = _safetensors_shapes(files)
-    cfg = dit_config_from_json(raw, source=config_path, text_dim=_text_dim_from_shapes(shapes))
+    normalised = split_scaled_fp8(shapes).tensors
+    cfg = dit_config_from_json(raw, source=config_path, text_dim=_text_dim_from_shapes(normalised))
     if spec is not None:
         check_dit_config(spec, cfg, source=config_path)
     diffusers = raw.get("_class_name") == "WanTransformer3DModel"
     file_shapes: dict[str, tuple[int, ...]] = {k: s for k, (s, _) in shapes.items()}
-    found = file_shapes
+    found = {k: s for k, (s, _) in normalised.items()}
     if diffusers:
         meta = {k: torch.empty(s, device="meta") for k, s in found.items()}
         found = {k: tuple(v.shape) for k, v in _convert_dit_keys(meta, model_dir).items()}
@@ -367,31 +381,51 @@ def _convert_dit_keys(sd: Mapping[str, Tensor], model_dir: Path) -> dict[str, Te
         raise CheckpointError(f"{model_dir}: not a Diffusers WanTransformer3DModel state dict ({exc})") from exc
 
 
-def load_dit(model_dir: str | Path, *, dtype: Any, device: Any = "cpu") -> WanModel:
+def load_dit(
+    model_dir: str | Path, *, dtype: Any, device: Any = "cpu", quantize: str | None = None,
+    weights_file: str | Path | None = None,
+) -> WanModel:  # fmt: skip
     """Loads one DiT (an A14B expert or the 5B model) from a folder with ``config.json`` and
     ``diffusion_pytorch_model.safetensors`` (or its sharded ``.index.json`` form), official or
     Diffusers naming (converted to the official keys).
 
     The model is built on ``meta``, the weights are memory-mapped and cast to ``dtype`` (no copy
     when the file already has that dtype and ``device`` is the CPU) and assigned strictly.
-    ``text_dim`` is the width of ``text_embedding.0.weight``. Returns the model in eval mode without
-    gradients. Raises ``CheckpointError``.
+    ``text_dim`` is the width of ``text_embedding.0.weight``. ``quantize="fp8"``: see
+    ``_load_dit_source``; ``weights_file``: a safetensors file to read instead of the folder's (e.g. a
+    ComfyUI/LightX2V scaled-fp8 file; the folder then only needs ``config.json``). Returns the model in
+    eval mode without gradients. Raises ``CheckpointError``.
     """
+    from .quant import check_quantize
+
     dtype = resolve_dtype(dtype)  # a bad dtype fails before any file is read
-    source = _inspect_dit(Path(model_dir), None)
-    return _load_dit_source(source, dtype=dtype, device=device)
+    quantize = check_quantize(quantize)
+    files = None if weights_file is None else [Path(weights_file)]
+    source = _inspect_dit(Path(model_dir), None, files=files)
+    return _load_dit_source(source, dtype=dtype, device=device, quantize=quantize)
 
 
-def _load_dit_source(source: _DiTSource, *, dtype: Any, device: Any = "cpu", keep_float32: bool = False) -> WanModel:
+def _load_dit_source(
+    source: _DiTSource, *, dtype: Any, device: Any = "cpu", keep_float32: bool = False, quantize: str | None = None
+) -> WanModel:
     """Loads an inspected DiT folder (see ``load_dit``) without inspecting it again: config.json and
     the index are not re-read and each safetensors file is opened once, to map its tensors. The keys
     and shapes were checked against the model by ``_inspect_dit``; only a change of the files since
     then is checked here (same names and shapes as inspected). ``keep_float32`` keeps the parameters
     that the forward computes in float32 anyway (``is_float32_parameter``: time embedding/projection,
-    modulation, head, norm3) in float32."""
+    modulation, head, norm3) in float32.
+
+    fp8 (``wan.quant``): a scaled-fp8 file (ComfyUI/Kijai ``scale_weight`` + ``scaled_fp8`` marker,
+    or LightX2V ``weight_scale``; ``model.diffusion_model.`` prefix stripped) loads its block linears
+    as ``FP8Linear`` with exactly the stored float8 weights and float32 scales, whatever ``quantize``;
+    float8 weights of other layers are dequantised (float32 product) and cast like any tensor.
+    ``quantize="fp8"`` also quantises every block linear stored in higher precision (per output
+    channel, on ``device``, one tensor at a time). A float8 weight without a scale raises
+    ``CheckpointError`` naming the file."""
     import torch
 
     from .modules.model import WanModel, is_float32_parameter
+    from .quant import FP8_DTYPE, dequantize_weight, is_dit_quantizable, quantize_dit, quantize_weight, split_scaled_fp8
 
     dtype = resolve_dtype(dtype)
     device = torch.device(device)
@@ -400,17 +434,68 @@ def _load_dit_source(source: _DiTSource, *, dtype: Any, device: Any = "cpu", kee
         source.shapes, {k: tuple(v.shape) for k, v in sd.items()}, source=source.label,
         what="safetensors headers read when the folder was validated (the files changed since)",
     )  # fmt: skip
+    split = split_scaled_fp8(sd)
+    sd, scales = split.tensors, _checked_fp8_scales(split.tensors, split.scales, source.label)
     if source.diffusers:
+        if scales:
+            raise CheckpointError(f"{source.label}: scaled-fp8 weights in Diffusers naming are not supported "
+                                  "(use the official/ComfyUI key names)")  # fmt: skip
         sd = _convert_dit_keys(sd, source.folder)
     with torch.device("meta"):
         model = WanModel(source.config)
+    stored_fp8 = {m: scales[m].numel() > 1 for m in scales if is_dit_quantizable(m)
+                  and sd[f"{m}.weight"].dtype == FP8_DTYPE}  # fmt: skip
+    layers = dict(stored_fp8)
+    if quantize == "fp8":
+        layers.update({n: True for n, _ in model.named_modules() if is_dit_quantizable(n) and n not in stored_fp8})
+    if layers:
+        quantize_dit(model, per_channel=layers, compute_dtype=dtype, only=layers)
     cast: dict[str, Tensor] = {}
     for key, tensor in sd.items():
+        module, is_weight = key.rsplit(".", 1)[0], key.endswith(".weight")
+        if is_weight and module in stored_fp8:  # exactly as stored
+            cast[key], cast[f"{module}.weight_scale"] = tensor.to(device), scales[module].to(device)
+            continue
+        if is_weight and module in scales:  # another float8 weight (a layer kept in precision, or e5m2)
+            tensor = dequantize_weight(tensor, scales[module], torch.float32)
+        if is_weight and module in layers:
+            cast[key], cast[f"{module}.weight_scale"] = quantize_weight(tensor.to(device), per_channel=True)
+            continue
         target = torch.float32 if keep_float32 and is_float32_parameter(key) else dtype
         cast[key] = tensor.to(device=device, dtype=target) if tensor.is_floating_point() else tensor.to(device)
     del sd
     _assign(model, cast, source=source.folder, what="DiT", checked=True)
     return model.eval().requires_grad_(False)
+
+
+def _checked_fp8_scales(sd: Mapping[str, Tensor], scales: Mapping[str, Tensor], label: str) -> dict[str, Tensor]:
+    """The scales of a scaled-fp8 state dict, float32 ``[]`` (one element) or ``[out, 1]``; every
+    float8 weight must have one and every scale a float8 weight (``CheckpointError`` naming ``label``)."""
+    import torch
+
+    fp8_dtypes = {torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz}
+    no_scale = [k for k, v in sd.items() if v.dtype in fp8_dtypes and (not k.endswith(".weight") or k[:-7] not in scales)]
+    if no_scale:
+        raise CheckpointError(
+            f"{label}: {len(no_scale)} float8 tensor(s) without a scale: {_listed(no_scale)}. A scaled-fp8 file "
+            "stores <module>.scale_weight (ComfyUI/Kijai *_fp8_scaled, with the root 'scaled_fp8' marker) or "
+            "<module>.weight_scale (LightX2V) next to each float8 weight; unscaled fp8 files are not supported"
+        )
+    out: dict[str, Tensor] = {}
+    for module, scale in scales.items():
+        weight = sd.get(f"{module}.weight")
+        if weight is None or weight.dtype not in fp8_dtypes or weight.ndim != 2:
+            what = "missing" if weight is None else f"{weight.dtype} {list(weight.shape)}"
+            raise CheckpointError(f"{label}: scale for {module!r} without a 2-D float8 weight ({what})")
+        s = scale.to(torch.float32)
+        if s.numel() == 1:
+            out[module] = s.reshape(())
+        elif s.numel() == weight.shape[0]:
+            out[module] = s.reshape(weight.shape[0], 1)
+        else:
+            raise CheckpointError(f"{label}: the scale of {module!r} has shape {list(scale.shape)}; expected one "
+                                  f"element or one per output channel ({weight.shape[0]})")  # fmt: skip
+    return out
 
 
 # ----------------------------------------------------------------------------- VAE
@@ -615,6 +700,22 @@ class Components:
     text_encoder: TextEncoder
 
 
+def _dit_file_overrides(spec: ModelSpec, dit_files: Any) -> dict[str, list[Path]]:
+    """``dit_files`` of ``load_components`` as ``{expert: [file]}`` (``ValueError`` for a bad value)."""
+    if dit_files is None:
+        return {}
+    if isinstance(dit_files, (str, os.PathLike)):
+        if len(spec.experts) != 1:
+            raise ValueError(f"{spec.task} has two experts: pass dit_files as {{'high_noise': path, 'low_noise': path}}")
+        dit_files = {spec.experts[0]: dit_files}
+    if not isinstance(dit_files, Mapping):
+        raise ValueError(f"dit_files must be a path or a mapping expert -> path, got {type(dit_files).__name__}")
+    unknown = sorted(set(dit_files) - set(spec.experts))
+    if unknown:
+        raise ValueError(f"dit_files: unknown expert(s) {unknown} for {spec.task}; experts are {list(spec.experts)}")
+    return {name: [Path(path).expanduser()] for name, path in dit_files.items() if path is not None}
+
+
 def _expert_dir(root: Path, spec: ModelSpec, layout: Layout, expert: str) -> Path:
     sub = spec.official_subfolder(expert) if layout == "official" else spec.diffusers_subfolder(expert)
     return root / sub if sub else root
@@ -628,6 +729,9 @@ def load_components(
     device: Any = "cpu",
     t5_dtype: Any = None,
     keep_float32: bool = False,
+    quantize: str | None = None,
+    t5_quantize: str | None = None,
+    dit_files: str | Path | Mapping[str, str | Path] | None = None,
 ) -> Components:
     """Loads the DiT expert(s), VAE (float32) and text encoder of ``task`` from ``ckpt_dir`` (layout
     detected).
@@ -636,16 +740,35 @@ def load_components(
     is put on ``device``. ``keep_float32``: see ``_load_dit_source``. Every expert folder is validated
     first (config, task, key names and shapes, from the headers only), then the VAE and the text
     encoder are loaded, then the experts' tensors. Raises ``CheckpointError`` naming the file.
+
+    fp8 (``wan.quant``): ``quantize="fp8"`` stores the DiT block linears in float8_e4m3fn with
+    per-output-channel scales (quantised on load from bf16/fp32 files); ``t5_quantize="fp8"`` does the
+    same for the umT5 linears. Ready scaled-fp8 DiT files (ComfyUI/Kijai ``*_fp8_scaled.safetensors``,
+    LightX2V ``weight_scale`` files) load as stored, whatever ``quantize``: either as the expert
+    folder's ``diffusion_pytorch_model.safetensors`` (e.g. a symlink), or through ``dit_files`` —
+    a path (single-expert tasks) or ``{"high_noise": path, "low_noise": path}`` (either or both) —
+    which replaces that expert's weights; its folder then needs only ``config.json``.
     """
+    from .quant import check_quantize, quantize_text_encoder
+
     spec = get_spec(task)
     root = Path(ckpt_dir)
     layout = detect_layout(root)
     dtype = resolve_dtype(dtype)
+    quantize, t5_quantize = check_quantize(quantize), check_quantize(t5_quantize, "t5_quantize")
+    overrides = _dit_file_overrides(spec, dit_files)
     json_cache: dict[Path, dict[str, Any]] = {}  # each shard index / config.json is parsed once
     missing = _missing_files(spec.task, root, layout, json_cache)
+    for name in overrides:  # an expert read from dit_files needs only its config.json
+        sub = spec.official_subfolder(name) if layout == "official" else spec.diffusers_subfolder(name)
+        stem = DIT_WEIGHTS.removesuffix(".safetensors")  # the single file, its index or a shard
+        missing = [m for m in missing if not (m.rpartition("/")[0] == sub and m.rpartition("/")[2].startswith(stem))]
     if missing:
         raise CheckpointError(f"{root}: incomplete {layout} {spec.task} checkpoint, missing {_listed(missing)}")
-    sources = {name: _inspect_dit(_expert_dir(root, spec, layout, name), spec, json_cache) for name in spec.experts}
+    sources = {
+        name: _inspect_dit(_expert_dir(root, spec, layout, name), spec, json_cache, files=overrides.get(name))
+        for name in spec.experts
+    }
     text_dims = {name: source.config.text_dim for name, source in sources.items()}
     if len(set(text_dims.values())) > 1:
         raise CheckpointError(f"{root}: the experts disagree on text_dim: {text_dims}")
@@ -654,13 +777,15 @@ def load_components(
     text_encoder = load_text_encoder(
         root, spec, layout=layout, dtype=t5_dtype if t5_dtype is not None else dtype, device=device
     )
+    if t5_quantize == "fp8":
+        quantize_text_encoder(text_encoder)
     text_dim = next(iter(text_dims.values()))
     if text_encoder.dim != text_dim:
         raise CheckpointError(
             f"{root}: the text encoder outputs {text_encoder.dim} channels but the DiT expects text_dim={text_dim}"
         )
     experts = {
-        name: _load_dit_source(source, dtype=dtype, device=device, keep_float32=keep_float32)
+        name: _load_dit_source(source, dtype=dtype, device=device, keep_float32=keep_float32, quantize=quantize)
         for name, source in sources.items()
     }
     return Components(

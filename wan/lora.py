@@ -892,12 +892,15 @@ class LoraPatcher:
 
         params = dict(self.model.named_parameters())
         modules = dict(self.model.named_modules())
+        # fp8 layers (wan.quant.FP8Linear: weight_scale) are always hooked, even with merge=True: their
+        # float8 weight cannot take a merged delta, and the tensor-swap path must never touch it
+        fp8 = {name for name, m in modules.items() if hasattr(m, "weight_scale")}
         # parameter -> list of float32 deltas (computed lazily, one target at a time)
         swap_terms: dict[str, list[Callable[[], Tensor]]] = {}
         hook_terms: dict[str, tuple[list[Tensor], list[Tensor], list[Tensor]]] = {}
         for lora, strength in entries:
             for module, lr in lora.low_rank.items():
-                if not merge and _hookable(module):
+                if (not merge or module in fp8) and _hookable(module):
                     downs, ups, _ = hook_terms.setdefault(module, ([], [], []))
                     downs.append(lr.down.float())
                     ups.append(lr.up.float().reshape(lr.up.shape[0], -1) * (strength * lr.scale))
@@ -905,7 +908,7 @@ class LoraPatcher:
                     swap_terms.setdefault(f"{module}.weight", []).append(lambda lr=lr, s=strength: lr.delta() * s)
             for param, delta in lora.deltas.items():
                 module = param.rsplit(".", 1)[0]
-                if not merge and param.endswith(".weight") and _hookable(module):
+                if (not merge or module in fp8) and param.endswith(".weight") and _hookable(module):
                     hook_terms.setdefault(module, ([], [], []))[2].append(delta.float() * strength)
                 else:
                     swap_terms.setdefault(param, []).append(lambda d=delta, s=strength: d.float() * s)
@@ -940,8 +943,9 @@ class LoraPatcher:
             for d in denses:
                 dense = d if dense is None else dense + d
             weight = modules[module].weight
-            # stored in the layer's dtype (its inputs' dtype: no per-call cast); fp8-style weights -> bf16
-            dtype = weight.dtype if weight.dtype.itemsize >= 2 else torch.bfloat16
+            # stored in the layer's dtype (its inputs' dtype: no per-call cast); fp8 layers: their compute dtype
+            dtype = getattr(modules[module], "compute_dtype", None) or weight.dtype
+            dtype = dtype if dtype.itemsize >= 2 else torch.bfloat16
             terms = _HookTerms(*(None if t is None else t.to(weight.device, dtype) for t in (down, up, dense)))
             self._hooks.append(modules[module].register_forward_hook(terms))
 

@@ -3,7 +3,8 @@
 - ``sinusoidal_embedding``: the official float64 timestep sinusoid.
 - ``rope_frequencies`` / ``apply_rope``: the 3D rotary embedding (complex64 table per latent grid,
   rotation of interleaved channel pairs in float32).
-- ``linear_f32``: a linear layer evaluated in float32 whatever its weights' dtype.
+- ``linear_f32``: a linear layer evaluated in float32 whatever its weights' dtype; ``compute_dtype``:
+  the dtype a linear computes in (its weights', or a quantised layer's ``compute_dtype``).
 - ``RMSNorm``, ``SelfAttention`` (qk RMSNorm over the full dim, RoPE), ``CrossAttention``
   (unmasked, with ``project_context`` for the reusable text-side k/v) and ``ContextCache``.
 - ``TimestepRuns`` / ``TimestepIndex``: how the per-timestep modulation tables are applied per token
@@ -37,6 +38,7 @@ __all__ = [
     "TimestepRuns",
     "WanAttentionBlock",
     "apply_rope",
+    "compute_dtype",
     "linear_f32",
     "rope_frequencies",
     "sinusoidal_embedding",
@@ -95,6 +97,12 @@ def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
     return torch.view_as_real(rotated).flatten(3)
 
 
+def compute_dtype(layer: nn.Module) -> torch.dtype:
+    """The dtype a linear layer computes in (its inputs are cast to it): the weights' dtype, or
+    ``layer.compute_dtype`` for weight-only quantised layers (``wan.quant.FP8Linear``: float8 weights)."""
+    return getattr(layer, "compute_dtype", None) or layer.weight.dtype
+
+
 def linear_f32(layer: nn.Linear, x: Tensor) -> Tensor:
     """``layer(x)`` computed in float32 whatever the weights' dtype (official fp32 autocast regions)."""
     bias = layer.bias.float() if layer.bias is not None else None
@@ -140,7 +148,7 @@ class SelfAttention(_AttentionProjections):
     """Self-attention with 3D RoPE. ``x [B, L, dim]``, ``freqs`` complex ``[L, head_dim/2]`` -> ``[B, L, dim]``."""
 
     def forward(self, x: Tensor, freqs: Tensor) -> Tensor:
-        x = x.to(self.q.weight.dtype)
+        x = x.to(compute_dtype(self.q))
         v = self._heads(self.v(x))
         q = apply_rope(self._heads(self.norm_q(self.q(x))), freqs).to(v.dtype)
         k = apply_rope(self._heads(self.norm_k(self.k(x))), freqs).to(v.dtype)
@@ -155,14 +163,14 @@ class CrossAttention(_AttentionProjections):
     """
 
     def project_context(self, context: Tensor) -> tuple[Tensor, Tensor]:
-        context = context.to(self.q.weight.dtype)
+        context = context.to(compute_dtype(self.q))
         v = self._heads(self.v(context))
         k = self._heads(self.norm_k(self.k(context))).to(v.dtype)
         return k, v
 
     def forward(self, x: Tensor, context: Tensor | tuple[Tensor, Tensor]) -> Tensor:
         k, v = context if isinstance(context, tuple) else self.project_context(context)
-        q = self._heads(self.norm_q(self.q(x.to(self.q.weight.dtype)))).to(v.dtype)
+        q = self._heads(self.norm_q(self.q(x.to(compute_dtype(self.q))))).to(v.dtype)
         return self._out(attention(q, k, v))
 
 
@@ -284,7 +292,7 @@ class WanAttentionBlock(nn.Module):
         ln3 = F.layer_norm(x, (x.shape[-1],), self.norm3.weight.float(), self.norm3.bias.float(), self.eps)
         x = x + self.cross_attn(ln3, context)
         h = mod.modulate(self._layer_norm(x), 3, 4)
-        h = h.to(self.ffn[0].weight.dtype)
+        h = h.to(compute_dtype(self.ffn[0]))
         return mod.gated_add(x, self.ffn(h), 5)
 
 
