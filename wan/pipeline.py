@@ -17,9 +17,12 @@ Conditioning, as in the official release (``wan/image2video.py``, ``wan/textimag
   and the tokens of that frame get timestep 0. Without an image: plain T2V at exactly ``size``.
 
 Mixture of experts (A14B): the high-noise expert runs while the integer timestep ``t >= boundary *
-1000`` (875 T2V / 900 I2V), then the low-noise expert, each with its own guidance. With
-``offload=True`` (default on CUDA) the experts' weights live on the CPU (pinned on CUDA) and only the
-active expert is copied to the compute device; timesteps only decrease, so one switch per run.
+1000`` (875 T2V / 900 I2V), then the low-noise expert, each with its own guidance. Memory profiles
+(``offload``, see ``wan.offload``): ``"none"`` everything resident; ``"expert"`` (default on CUDA, the
+old ``offload=True``) the experts' weights live on the CPU (pinned on CUDA) and only the active expert
+is copied to the compute device; timesteps only decrease, so one switch per run; ``"block"`` the DiT
+blocks stream through the device ``offload_blocks`` at a time with prefetch on a side CUDA stream,
+and the VAE is on the device only while it encodes/decodes.
 
 Noise: ``torch.randn((z, F_lat, h, w), float32)`` from a CPU ``torch.Generator`` seeded with ``seed``
 (the official code draws the same way on a CUDA generator; a CPU generator makes a seed reproduce on
@@ -40,6 +43,7 @@ from torch import Tensor, nn
 
 from .errors import GenerationCancelled, InputError
 from .lora import apply_loras, remove_loras
+from .offload import DEFAULT_OFFLOAD_BLOCKS, BlockOffloader, ExpertOffloader, ModuleShuttle, make_offloader, resolve_profile
 from .request import GenerationRequest, RequestPolicy, make_request
 from .schedulers import make_scheduler
 
@@ -52,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Callback",
     "DecodeCallback",
+    "BlockOffloader",
     "ExpertOffloader",
     "GenerationCancelled",
     "GenerationError",
@@ -102,88 +107,6 @@ def _image_tensor(image: PILImage.Image) -> Tensor:
     return x.sub(0.5).div(0.5)
 
 
-# ------------------------------------------------------------------------------ expert offload
-
-
-class ExpertOffloader:
-    """Places the DiT experts on the compute device, all at once or one at a time.
-
-    ``offload=False``: every expert is moved to ``device`` once and stays there.
-    ``offload=True``: each expert's weights stay on the CPU (page-locked when ``device`` is CUDA, so the
-    copies are fast and asynchronous) as the master copy; ``activate(name)`` copies that expert to the
-    device and drops the device copy of the previously active one (its CPU master is still there, so
-    nothing is copied back). ``release()`` drops every device copy. Counters: ``loads`` (expert copies
-    to the device) and ``switches`` (changes of active expert), both since construction.
-    """
-
-    def __init__(self, experts: Mapping[str, nn.Module], device: torch.device, *, offload: bool) -> None:
-        if not experts:
-            raise ValueError("experts must not be empty")
-        self.experts = dict(experts)
-        self.device = torch.device(device)
-        self.offload = bool(offload)
-        self.loads = 0
-        self.switches = 0
-        self._active: str | None = None
-        self._masters: dict[str, dict[str, Tensor]] = {}
-        if not self.offload:
-            for model in self.experts.values():
-                model.to(self.device)
-            return
-        pin = self.device.type == "cuda" and torch.cuda.is_available()
-        for name, model in self.experts.items():
-            masters: dict[str, Tensor] = {}
-            for key, tensor in _named_tensors(model):
-                cpu = tensor.data.to("cpu")
-                if pin and not cpu.is_pinned():
-                    cpu = cpu.pin_memory()
-                tensor.data = cpu
-                masters[key] = cpu
-            self._masters[name] = masters
-
-    @property
-    def resident(self) -> tuple[str, ...]:
-        """Names of the experts whose weights are on the compute device now."""
-        if not self.offload:
-            return tuple(self.experts)
-        return () if self._active is None else (self._active,)
-
-    def placement(self) -> dict[str, torch.device]:
-        """Device of each expert's weights (read from its parameters, not from bookkeeping)."""
-        return {name: next(model.parameters()).device for name, model in self.experts.items()}
-
-    def activate(self, name: str) -> nn.Module:
-        """The expert ``name``, on the compute device (loading it and dropping the other if offloading)."""
-        if name not in self.experts:
-            raise KeyError(f"unknown expert {name!r}; have {sorted(self.experts)}")
-        if self.offload and self._active != name:
-            if self._active is not None:
-                self._drop(self._active)
-                self.switches += 1
-            model = self.experts[name]
-            for key, tensor in _named_tensors(model):
-                tensor.data = self._masters[name][key].to(self.device, non_blocking=True)
-            self._active = name
-            self.loads += 1
-        return self.experts[name]
-
-    def release(self) -> None:
-        """Drops the device copy of the active expert (offload mode); a no-op otherwise."""
-        if self.offload and self._active is not None:
-            self._drop(self._active)
-            self._active = None
-
-    def _drop(self, name: str) -> None:
-        for key, tensor in _named_tensors(self.experts[name]):
-            tensor.data = self._masters[name][key]
-
-
-def _named_tensors(model: nn.Module) -> list[tuple[str, Tensor]]:
-    out: list[tuple[str, Tensor]] = [(f"p:{k}", p) for k, p in model.named_parameters()]
-    out += [(f"b:{k}", b) for k, b in model.named_buffers()]
-    return out
-
-
 # ------------------------------------------------------------------------------------ pipeline
 
 
@@ -206,7 +129,9 @@ class LatentInputs:
 @dataclass(frozen=True)
 class RunRecord:
     """What the last ``generate`` did: the request (with the seed used), the integer timesteps, the
-    expert of each step, and how many expert copies to the device / expert switches it took."""
+    expert of each step, and how many expert copies to the device / expert switches it took; the memory
+    profile it ran with and the most bytes of DiT weights that profile held on the device during it
+    (the offloader's ledger)."""
 
     request: GenerationRequest
     timesteps: tuple[int, ...]
@@ -216,15 +141,19 @@ class RunRecord:
     completed: bool = True
     guidance: tuple[float, ...] = ()                    # CFG scale of each step
     lora_strengths: tuple[tuple[float, ...], ...] = ()  # strength of each LoRA at each step
+    profile: str = ""                                   # memory profile: none / expert / block
+    resident_peak_bytes: int = 0                        # ledger maximum over the denoise
 
 
 class WanVideoPipeline:
     """Text/image-to-video for one task; build with ``load_pipeline``.
 
     ``device`` runs the DiT and the VAE; the text encoder runs on the CPU with ``t5_cpu`` and is
-    otherwise moved to the device for encoding (and back when ``offload``). ``last_run`` describes
-    the most recent run (seed used, timesteps, experts). ``policy`` is the default request policy
-    (``any_size``) of ``plan``.
+    otherwise moved to the device for encoding (and back unless the profile is ``none``). ``offload``
+    is a memory profile name (``"none"``, ``"expert"``, ``"block"``; see ``wan.offload``) or the old
+    boolean; ``profile`` is the resolved name, ``offload`` stays a boolean (profile != ``none``) for
+    older callers. ``last_run`` describes the most recent run (seed used, timesteps, experts,
+    profile, ledger peak). ``policy`` is the default request policy (``any_size``) of ``plan``.
     """
 
     def __init__(
@@ -232,22 +161,28 @@ class WanVideoPipeline:
         components: Components,
         *,
         device: str | torch.device,
-        offload: bool,
+        offload: bool | str | None,
         t5_cpu: bool = False,
         any_size: bool = False,
+        offload_blocks: int = DEFAULT_OFFLOAD_BLOCKS,
     ) -> None:
         self.spec: ModelSpec = components.spec
         self.device = torch.device(device)
-        self.offload = bool(offload)
+        self.profile = resolve_profile(offload, self.device)
+        self.offload = self.profile != "none"
+        self.offload_blocks = int(offload_blocks)
         self.t5_cpu = bool(t5_cpu)
         self.policy = RequestPolicy(any_size=bool(any_size))
         missing = [e for e in self.spec.experts if e not in components.experts]
         if missing:
             raise ValueError(f"{self.spec.task} needs experts {self.spec.experts}; missing {missing}")
-        self.experts = ExpertOffloader(
-            {name: components.experts[name].eval() for name in self.spec.experts}, self.device, offload=self.offload
+        self.experts: ExpertOffloader | BlockOffloader = make_offloader(
+            {name: components.experts[name].eval() for name in self.spec.experts}, self.device, self.profile,
+            blocks=self.offload_blocks,
         )
-        self.vae = components.vae.to(self.device).eval()
+        self.vae = components.vae.eval()
+        # block: the VAE is copied to the device only to encode/decode; otherwise it stays there
+        self.vae_shuttle = ModuleShuttle(self.vae, self.device, resident=self.profile != "block")
         self.text_encoder = components.text_encoder
         text_device = "cpu" if (self.t5_cpu or self.offload) else self.device
         self.text_encoder.to(text_device)
@@ -341,12 +276,14 @@ class WanVideoPipeline:
             img = F.interpolate(img[None], size=(request.height, request.width), mode="bicubic")[0]
             video = torch.zeros(1, 3, request.frame_num, request.height, request.width, dtype=torch.float32)
             video[0, :, 0] = img
-            image_latent = self.vae.encode(video.to(self.device)).float()  # [1, z, F_lat, h, w]
+            with self.vae_shuttle.on_device():
+                image_latent = self.vae.encode(video.to(self.device)).float()  # [1, z, F_lat, h, w]
             mask = torch.zeros(1, self.spec.vae_stride[0], f_lat, h_lat, w_lat, device=self.device)
             mask[:, :, 0] = 1.0  # the 4 sub-frames of latent frame 0 are the given image
             return LatentInputs(latents=latents, y=torch.cat([mask, image_latent], dim=1))
         # TI2V-5B: one-frame latent replaces latent frame 0
-        first = self.vae.encode(img[None, :, None].to(self.device)).float()  # [1, z, 1, h, w]
+        with self.vae_shuttle.on_device():
+            first = self.vae.encode(img[None, :, None].to(self.device)).float()  # [1, z, 1, h, w]
         mask = torch.ones(1, 1, f_lat, h_lat, w_lat, device=self.device)
         mask[:, :, 0] = 0.0
         latents = (1.0 - mask) * first + mask * latents
@@ -376,6 +313,7 @@ class WanVideoPipeline:
         guidance: list[float] = []
         strengths: list[tuple[float, ...]] = []
         loads0, switches0 = self.experts.loads, self.experts.switches
+        self.experts.ledger.reset_peak()
         completed = False
         contexts: tuple[Any, Any] = (context, context_null)
         contexts_of = ""  # expert whose text-side cache `contexts` holds ("" = raw tensors)
@@ -384,6 +322,8 @@ class WanVideoPipeline:
                 phase = request.step_phase(i, t)
                 name = phase.expert
                 model = self.experts.activate(name)
+                if loras:
+                    self.experts.park()  # block: LoRA tensor swaps happen on the host copies (no-op otherwise)
                 step_loras = [(lora, spec.strength_for(name) * phase.lora_scale) for spec, lora in loras]
                 changed = bool(loras) and apply_loras(model, step_loras)
                 if (contexts_of != name or changed) and hasattr(model, "encode_context"):
@@ -405,11 +345,11 @@ class WanVideoPipeline:
                     raise GenerationCancelled(f"cancelled by the callback after step {i + 1}/{total}")
             completed = True
         finally:
+            if self.offload:
+                self.experts.release()  # before remove_loras: the swaps are then restored on the host copies
             if loras:
                 for expert in self.experts.experts.values():
                     remove_loras(expert)  # base weights exactly as loaded (the LoRAs never touch them)
-            if self.offload:
-                self.experts.release()
             self.last_run = RunRecord(
                 request=request,
                 timesteps=tuple(timesteps),
@@ -419,6 +359,8 @@ class WanVideoPipeline:
                 completed=completed,
                 guidance=tuple(guidance),
                 lora_strengths=tuple(strengths),
+                profile=self.profile,
+                resident_peak_bytes=self.experts.ledger.peak,
             )
         return latents
 
@@ -471,14 +413,15 @@ class WanVideoPipeline:
         """
         total = latents.shape[2]
         chunks: list[Tensor] = []
-        stream = self.vae.decode_chunks(latents)
-        try:
-            for index, chunk in enumerate(stream):
-                chunks.append(chunk[0].to("cpu", torch.float32))
-                if callback is not None and callback(index + 1, total) is False:
-                    raise GenerationCancelled(f"cancelled while decoding, after latent frame {index + 1}/{total}")
-        finally:
-            stream.close()
+        with self.vae_shuttle.on_device():  # block profile: the VAE is on the device only while decoding
+            stream = self.vae.decode_chunks(latents)
+            try:
+                for index, chunk in enumerate(stream):
+                    chunks.append(chunk[0].to("cpu", torch.float32))
+                    if callback is not None and callback(index + 1, total) is False:
+                        raise GenerationCancelled(f"cancelled while decoding, after latent frame {index + 1}/{total}")
+            finally:
+                stream.close()
         return torch.cat(chunks, dim=1)
 
 
@@ -510,22 +453,37 @@ def load_pipeline(
     ckpt_dir: str | Path,
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
-    offload: bool | None = None,
+    offload: bool | str | None = None,
     *,
     t5_cpu: bool = False,
     t5_dtype: torch.dtype | str | None = None,
     any_size: bool = False,
+    offload_blocks: int = DEFAULT_OFFLOAD_BLOCKS,
+    quantize: str | None = None,
+    t5_quantize: str | None = None,
+    dit_files: Any = None,
 ) -> WanVideoPipeline:
     """Loads ``task`` from ``ckpt_dir`` (official or Diffusers layout) into a ``WanVideoPipeline``.
 
     ``device`` defaults to CUDA when available, else CPU; ``dtype`` (of the DiT weights) to bfloat16
-    on CUDA and float32 on CPU; ``offload`` (one expert on the device at a time, text encoder back on
-    the CPU after use) to True on CUDA, False on CPU. ``t5_cpu`` keeps the text encoder on the CPU.
+    on CUDA and float32 on CPU. ``offload`` is the memory profile (``wan.offload``): ``"none"``
+    (everything resident), ``"expert"`` (one expert on the device at a time, text encoder back on the
+    CPU after use) or ``"block"`` (DiT blocks streamed ``offload_blocks`` at a time, default 2, with
+    prefetch; VAE on the device only to encode/decode); the old booleans still work (True ->
+    ``"expert"``, False -> ``"none"``); None: ``"expert"`` on CUDA, ``"none"`` on CPU. The profile's
+    weights are the loaded tensors themselves (pinned on CUDA in place of the pageable copy): no second
+    host copy. ``t5_cpu`` keeps the text encoder on the CPU.
     ``dtype``/``t5_dtype`` may be given as names (``"bfloat16"``, ``"fp16"``, ...). ``t5_dtype`` (of the
     umT5 weights) defaults to float32 when ``dtype`` is float32 and to bfloat16 otherwise (umT5
     overflows in float16; the official encoder is bf16). The DiT parameters that the forward computes
     in float32 anyway (``is_float32_parameter``) are kept in float32 whatever ``dtype`` is.
     ``any_size`` accepts any width/height that is a multiple of the task's ``size_multiple``.
+    ``quantize="fp8"`` stores the DiT block linears as float8_e4m3fn with per-channel scales
+    (``wan.quant``; about half the bf16 weight bytes, dequantised per layer in the forward);
+    ``t5_quantize="fp8"`` the same for the umT5 encoder. Ready scaled-fp8 DiT files (ComfyUI/Kijai
+    ``*_fp8_scaled.safetensors``, LightX2V) load as stored: give them as ``dit_files`` (a path, or
+    ``{"high_noise": path, "low_noise": path}`` for A14B; the expert folders then need only
+    ``config.json``) or put them in the expert folder as its ``diffusion_pytorch_model.safetensors``.
     """
     from .configs import get_spec
     from .loading import load_components
@@ -538,9 +496,13 @@ def load_pipeline(
     if t5_dtype is None:
         t5_dtype = dtype if dtype == torch.float32 else torch.bfloat16
     t5_dtype = _floating_dtype(t5_dtype, "t5_dtype")
-    if offload is None:
-        offload = dev.type == "cuda"
+    profile = resolve_profile(offload, dev)
+    if isinstance(offload_blocks, bool) or not isinstance(offload_blocks, int) or offload_blocks < 1:
+        raise ValueError(f"offload_blocks must be an integer >= 1; got {offload_blocks!r}")
     components = load_components(
-        spec.task, ckpt_dir, dtype=dtype, device="cpu", t5_dtype=t5_dtype, keep_float32=True
+        spec.task, ckpt_dir, dtype=dtype, device="cpu", t5_dtype=t5_dtype, keep_float32=True,
+        quantize=quantize, t5_quantize=t5_quantize, dit_files=dit_files,
     )
-    return WanVideoPipeline(components, device=dev, offload=offload, t5_cpu=t5_cpu, any_size=any_size)
+    return WanVideoPipeline(
+        components, device=dev, offload=profile, t5_cpu=t5_cpu, any_size=any_size, offload_blocks=offload_blocks
+    )
