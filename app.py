@@ -242,14 +242,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--any-size", action="store_true", help="allow any W*H that is a multiple of the model stride")
     p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=["bfloat16", "float16", "float32"])
-    p.add_argument("--offload", action=argparse.BooleanOptionalAction, default=None,
-                   help="offload idle experts / encoders to the CPU (default: the pipeline's choice)")
+    p.add_argument("--offload", nargs="?", const="expert", default=None, type=_offload_profile,
+                   metavar="{none,expert,block}",
+                   help="memory profile: none (all weights on the GPU), expert (one A14B expert at a time; the "
+                        "default on CUDA), block (DiT blocks streamed from pinned RAM, VAE on the GPU only to "
+                        "decode: the least VRAM). Bare --offload = expert, --no-offload = none (the old flags)")
+    p.add_argument("--no-offload", dest="offload", action="store_const", const="none", help=argparse.SUPPRESS)
     p.add_argument("--extender", default="offline", choices=["offline", "openai", "local"],
                    help="the default prompt enhancer of 'Extend with LLM'; every configured one (offline always, "
                         "openai with --extender-url or WAN_PROMPT_API_BASE/keys, local with a model) can be picked in the UI")
     p.add_argument("--extender-model", default=None, help="model name for the openai / local extender")
     p.add_argument("--extender-url", default=None, help="base URL of an OpenAI-compatible endpoint")
     return p.parse_args(argv)
+
+
+def _offload_profile(text: str) -> str:
+    """``--offload`` value: a profile name (or the old true/false) -> none / expert / block."""
+    from wan.offload import resolve_profile  # torch is imported by the engine anyway
+
+    try:
+        return resolve_profile(text, "cpu")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def make_extenders(args: argparse.Namespace) -> dict[str, PromptExtender]:

@@ -6,7 +6,8 @@
 Flags follow the official ``generate.py`` (``--task --size --frame_num --ckpt_dir --offload_model
 --t5_cpu --save_file --prompt --base_seed --image --sample_solver --sample_steps --sample_shift
 --sample_guide_scale``); additions: ``--negative_prompt``, ``--fps``, ``--device``, ``--dtype``,
-``--any_size`` and ``--quiet``. ``--sample_guide_scale`` takes one number (both experts, as official)
+``--any_size``, ``--quiet`` and the memory profile ``--offload {none,expert,block}`` with
+``--offload_blocks N`` (``--offload_model true/false`` is the official spelling of expert/none). ``--sample_guide_scale`` takes one number (both experts, as official)
 or ``LOW,HIGH`` for the A14B experts (the official tuple order). The flags build one
 ``wan.request.GenerationRequest`` (validated before any weights load); the mp4 carries that
 request's own settings JSON in its ``comment`` tag (readable with ``wan.video.read_video_metadata``;
@@ -26,6 +27,7 @@ from wan.configs import SOLVERS, TASKS, normalize_task
 from wan.request import FIELD_HELP  # torch-free
 
 DTYPES = ("bfloat16", "float16", "float32")
+OFFLOAD_PROFILES = ("none", "expert", "block")  # = wan.offload.PROFILES (kept torch-free here)
 # Request settings with an official flag name (the rest get --<setting> from wan.request.FIELD_HELP).
 OFFICIAL_FLAGS = {
     "size": "--size", "frame_num": "--frame_num", "prompt": "--prompt", "negative_prompt": "--negative_prompt",
@@ -96,7 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame_num", type=int, default=None, help=h["frame_num"])
     p.add_argument("--ckpt_dir", required=True, help="checkpoint folder (official or Diffusers layout)")
     p.add_argument("--offload_model", type=str2bool, default=None,
-                   help="keep one expert on the GPU at a time and the text encoder on the CPU (default: true on CUDA)")
+                   help="official flag: true = --offload expert, false = --offload none (default: true on CUDA)")
+    p.add_argument("--offload", default=None, choices=OFFLOAD_PROFILES,
+                   help="memory profile: none (everything on the GPU), expert (one A14B expert at a time; the "
+                        "default on CUDA), block (DiT blocks streamed from pinned RAM --offload_blocks at a time, "
+                        "VAE on the GPU only to decode: the least VRAM); overrides --offload_model")
+    p.add_argument("--offload_blocks", type=int, default=2, metavar="N",
+                   help="block profile: DiT blocks on the GPU at once (the running one + N-1 prefetched; default 2)")
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
     p.add_argument("--save_file", default=None, help="output .mp4 path (default: an auto name in the current folder)")
     p.add_argument("--prompt", default=None, help=h["prompt"] + " (default: an example prompt)")
@@ -197,14 +205,21 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.offload_blocks < 1:
+        print(f"error: --offload_blocks must be >= 1; got {args.offload_blocks}", file=sys.stderr)
+        return 2
+    offload = args.offload if args.offload is not None else args.offload_model
     try:
         pipe = wan.load_pipeline(
-            args.task, args.ckpt_dir, device=args.device, dtype=args.dtype, offload=args.offload_model,
-            t5_cpu=args.t5_cpu, any_size=args.any_size,
+            args.task, args.ckpt_dir, device=args.device, dtype=args.dtype, offload=offload,
+            t5_cpu=args.t5_cpu, any_size=args.any_size, offload_blocks=args.offload_blocks,
         )  # fmt: skip
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: cannot load {args.task} from {args.ckpt_dir}: {e}", file=sys.stderr)
         return 2
+    profile = pipe.profile + (f" x{pipe.offload_blocks}" if pipe.profile == "block" else "")
+    if not args.quiet:
+        print(f"memory profile: {profile} (device {pipe.device})", file=sys.stderr)
     bar = tqdm(total=request.sampling_steps, unit="step", disable=args.quiet, desc=args.task, file=sys.stderr)
 
     def on_step(step: int, total: int, expert: str, latents: Any) -> None:
@@ -221,8 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     save_file = Path(args.save_file) if args.save_file else default_save_file(args.task, request.output_size, prompt)
     save_file.parent.mkdir(parents=True, exist_ok=True)
     wan_video.save_video(video, save_file, fps=request.fps, metadata=settings_dict(request, tuple(video.shape)))
+    peak = pipe.last_run.resident_peak_bytes if pipe.last_run is not None else 0
     print(f"saved {save_file} ({video.shape[3]}x{video.shape[2]}, {video.shape[1]} frames, "
-          f"{request.fps} fps, seed {request.seed})")  # fmt: skip
+          f"{request.fps} fps, seed {request.seed}; offload {profile}, DiT weights on the device at most "
+          f"{peak / 2**20:.1f} MiB)")  # fmt: skip
     return 0
 
 

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -122,3 +123,43 @@ def test_size_flag_uses_the_pipeline_parser() -> None:
     for bad in ("1280*0", "0*720", "1280x", "big", "1280*720*1"):
         with pytest.raises(argparse.ArgumentTypeError, match="size must be WIDTH\\*HEIGHT with two positive integers"):
             cli.parse_size(bad)
+
+
+def test_offload_profiles_flag(tiny_ckpt: Callable[..., Path], tmp_path: Path) -> None:
+    """--offload block (+ --offload_blocks) runs and names the profile; --offload overrides --offload_model."""
+    out = tmp_path / "b.mp4"
+    proc = run_cli(
+        "--task", "ti2v-5B", "--ckpt_dir", str(tiny_ckpt("ti2v-5B")), "--size", "64*32", "--any_size",
+        "--frame_num", "5", "--sample_steps", "2", "--device", "cpu", "--offload", "block", "--offload_blocks", "1",
+        "--offload_model", "false", "--save_file", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "memory profile: block x1" in proc.stderr and "offload block x1" in proc.stdout
+    assert wan_video.probe_video(out).frames == 5
+
+
+def test_offload_flag_values(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    cli = load_generate_module()
+    parser = cli.build_parser()
+    base = ["--ckpt_dir", "x"]
+    assert parser.parse_args(base).offload is None and parser.parse_args(base).offload_blocks == 2
+    assert parser.parse_args([*base, "--offload", "block", "--offload_blocks", "3"]).offload_blocks == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, "--offload", "disk"])
+    assert "invalid choice" in capsys.readouterr().err
+    seen: list[Any] = []
+
+    import wan
+
+    def fake_load(*args: Any, **kwargs: Any) -> Any:
+        seen.append((kwargs["offload"], kwargs["offload_blocks"]))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(wan, "load_pipeline", fake_load)
+    run = ["--task", "ti2v-5B", "--ckpt_dir", str(tmp_path), "--device", "cpu"]
+    for extra, want in (([], None), (["--offload_model", "true"], True), (["--offload_model", "false"], False),
+                        (["--offload", "none", "--offload_model", "true"], "none"), (["--offload", "block"], "block")):  # fmt: skip
+        assert cli.main([*run, *extra]) == 2
+        assert seen[-1] == (want, 2)
+    assert cli.main([*run, "--offload", "block", "--offload_blocks", "0"]) == 2
+    assert "--offload_blocks must be >= 1" in capsys.readouterr().err
