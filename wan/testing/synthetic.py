@@ -48,7 +48,9 @@ __all__ = [
     "TINY_VAE22",
     "TinyWeights",
     "tiny_dit_config",
+    "scaled_fp8_state_dict",
     "tiny_weights",
+    "write_scaled_fp8_file",
     "write_tiny_checkpoint",
 ]
 
@@ -428,3 +430,57 @@ def write_tiny_checkpoint(task: str, out_dir: str | Path, *, seed: int = 0, layo
     else:
         _write_diffusers(weights, out)
     return out
+
+
+# ----------------------------------------------------------------------------- scaled-fp8 DiT files
+
+
+def scaled_fp8_state_dict(
+    sd: Mapping[str, Tensor], *, layout: str = "comfyui", prefix: str | None = None, also: tuple[str, ...] = ()
+) -> dict[str, Tensor]:
+    """An official-key DiT state dict as a ready scaled-fp8 file stores it: the block linears
+    (``wan.quant.is_dit_quantizable``) and the modules in ``also`` (e.g. ``"text_embedding.0"``) get
+    a float8_e4m3fn ``.weight`` (round-to-nearest, amax/448 scaling) and a float32 scale, everything else
+    is kept as is.
+
+    ``layout="comfyui"`` (ComfyUI / Kijai ``*_fp8_scaled.safetensors``): per-tensor ``<module>.scale_weight``
+    (shape ``[]``), the root marker ``scaled_fp8`` (an empty float8 tensor) and every key prefixed with
+    ``prefix`` (default ``"model.diffusion_model."``). ``layout="lightx2v"``: per-output-channel
+    ``<module>.weight_scale`` ``[out, 1]``, no marker, ``prefix`` default ``""``.
+    """
+    import torch
+
+    from ..quant import FP8_DTYPE, is_dit_quantizable, quantize_weight
+
+    if layout not in ("comfyui", "lightx2v"):
+        raise ValueError(f"layout must be 'comfyui' or 'lightx2v', got {layout!r}")
+    pre = ("model.diffusion_model." if layout == "comfyui" else "") if prefix is None else prefix
+    out: dict[str, Tensor] = {}
+    for key, tensor in sd.items():
+        module = key.rsplit(".", 1)[0]
+        if key.endswith(".weight") and (is_dit_quantizable(module) or module in also):
+            q, scale = quantize_weight(tensor, per_channel=layout == "lightx2v")
+            out[pre + key] = q
+            out[pre + module + (".scale_weight" if layout == "comfyui" else ".weight_scale")] = scale
+        else:
+            out[pre + key] = tensor
+    if layout == "comfyui":
+        out[pre + "scaled_fp8"] = torch.empty(0, dtype=FP8_DTYPE)
+    return out
+
+
+def write_scaled_fp8_file(
+    task: str, path: str | Path, *, expert: str | None = None, seed: int = 0, layout: str = "comfyui",
+    prefix: str | None = None, also: tuple[str, ...] = (), dtype: Any = None,
+) -> Path:  # fmt: skip
+    """Writes the tiny ``expert`` DiT of ``task`` (default: the first expert; ``tiny_weights(task, seed=seed)``,
+    optionally cast to ``dtype`` first) as one scaled-fp8 safetensors file at ``path`` (see
+    ``scaled_fp8_state_dict``) and returns ``path``."""
+    weights = tiny_weights(task, seed=seed)
+    sd = weights.experts[expert or weights.spec.experts[0]]
+    if dtype is not None:
+        sd = {k: v.to(dtype) for k, v in sd.items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save_safetensors(scaled_fp8_state_dict(sd, layout=layout, prefix=prefix, also=also), path)
+    return path
