@@ -367,6 +367,7 @@ class Wan22VAE(ChunkedVideoVAE):
         self.conv1 = CausalConv3d(2 * self.z_dim, 2 * self.z_dim, 1)
         self.conv2 = CausalConv3d(self.z_dim, self.z_dim, 1)
         self.decoder = Decoder22(self.config)
+        self.patch_size = self.config.patch_size
         self._init_latent_stats(self.config.latents_mean, self.config.latents_std)
 
     def _to_encoder_input(self, video: Tensor) -> Tensor:

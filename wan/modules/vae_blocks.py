@@ -19,6 +19,7 @@ import contextlib
 import enum
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
 
 import torch
@@ -39,6 +40,7 @@ __all__ = [
     "ResampleMode",
     "ResidualBlock",
     "RMSNorm",
+    "VAETiling",
     "block_indices",
     "encoder_chunks",
     "make_head",
@@ -97,6 +99,16 @@ class ChunkCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def offload(self, device: torch.device | str = "cpu") -> None:
+        """Move every cached tensor to ``device`` (the modules move them back on their next use).
+
+        The tiled streaming decode parks the caches of the tiles it is not running on the host, so
+        the accelerator holds one tile's cache at a time.
+        """
+        for key, entry in self._entries.items():
+            if isinstance(entry, Tensor):
+                self._entries[key] = entry.to(device)
 
 
 def _trailing_frames(x: Tensor, previous: CacheEntry | None) -> Tensor:
@@ -436,6 +448,119 @@ def require_keys(sd: Mapping[str, Any], keys: Sequence[str], what: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Spatial tiling (the scheme of diffusers' AutoencoderKLWan.enable_tiling / tiled_encode / tiled_decode).
+
+
+@dataclass(frozen=True)
+class VAETiling:
+    """Spatial tiling of the VAE: overlapping tiles, each with its own causal cache, linearly blended.
+
+    ``tile_size`` and ``stride`` are ``(height, width)`` in *video pixels*, multiples of the VAE's
+    spatial stride (8 for Wan 2.1, 16 for Wan 2.2) with ``0 < stride <= tile_size``; the overlap
+    ``tile_size - stride`` is blended linearly. The algorithm is diffusers' ``AutoencoderKLWan``
+    tiling: tiles start every ``stride`` (the last ones may be smaller), the decoder input is tiled in
+    latent space (``tile_size / s`` latents), each tile keeps its own causal cache across all frames,
+    a tile is blended in place with the (already blended) tile above and then the one to its left
+    over ``tile_size - stride`` rows/columns of the decoder output (for Wan 2.2 the *patchified*
+    output, i.e. half-resolution ``(tile_size - stride) / 2``), then the top-left ``stride`` part of
+    every tile is kept. Encode tiles the (patchified) video the same way and blends in latent space.
+    A video / latent no larger than one tile is processed untiled (as in diffusers).
+
+    Matching diffusers: decode with ``enable_tiling(th, tw, sh, sw)`` equals ``VAETiling((th, tw),
+    (sh, sw))`` for both VAEs. diffusers' Wan 2.2 *encode* measures its tile in patchified pixels
+    (2x larger in the video), so its encode equals ``VAETiling((2 th, 2 tw), (2 sh, 2 sw))`` here; our
+    sizes are always video pixels.
+
+    Decode order (both give identical pixels):
+
+    - ``order="frames"`` (default, streaming): every latent frame goes through all tiles, each tile
+      keeping its own causal cache, and the frame's pixels are yielded by ``decode_chunks`` as soon as
+      its tiles are blended — progress callbacks and cancellation keep working per latent frame. All
+      tiles' caches stay alive, so on a CPU this saves little memory; ``offload_cache`` (default: on
+      when the VAE is on an accelerator) parks each tile's cache on the CPU between its frames, so the
+      accelerator holds one tile's cache and activations at a time (at the price of host <-> device
+      copies of the caches every frame).
+    - ``order="tiles"`` (diffusers' order): one tile at a time through all frames (one cache alive),
+      the decoded tiles are kept (3 or 12 channels), and ``decode_chunks`` yields the latent frames
+      only after the last tile — lowest memory on any device, but no per-frame progress until then.
+
+    Recommended for 720p (1280x720 / 1280x704, diffusers' defaults): ``tile_size=(256, 256),
+    stride=(192, 192)`` (64 px overlap) — the lowest peak memory; ``(384, 384)/(320, 320)`` needs
+    about 2x the per-tile memory with fewer, less redundant tiles.
+    """
+
+    tile_size: tuple[int, int] = (256, 256)
+    stride: tuple[int, int] = (192, 192)
+    order: Literal["frames", "tiles"] = "frames"
+    offload_cache: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("tile_size", "stride"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                value = (value, value)
+            value = tuple(value)
+            if len(value) != 2 or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in value):
+                raise ValueError(f"VAETiling.{name} must be (height, width) positive ints in pixels; got {value!r}")
+            object.__setattr__(self, name, value)
+        for axis, tile, stride in zip(("height", "width"), self.tile_size, self.stride):
+            if stride > tile:
+                raise ValueError(f"VAETiling stride {axis} ({stride}) must be <= the tile {axis} ({tile})")
+        if self.order not in ("frames", "tiles"):
+            raise ValueError(f"VAETiling.order must be 'frames' or 'tiles'; got {self.order!r}")
+        if self.offload_cache is not None:
+            object.__setattr__(self, "offload_cache", bool(self.offload_cache))
+
+    def check(self, spatial_stride: int) -> None:
+        """Raise ValueError unless every size is a multiple of the VAE's spatial stride."""
+        bad = [v for v in (*self.tile_size, *self.stride) if v % spatial_stride]
+        if bad:
+            raise ValueError(
+                f"VAETiling tile_size {self.tile_size} and stride {self.stride} must be multiples of the VAE's "
+                f"spatial stride {spatial_stride}"
+            )
+
+
+def _blend_(a: Tensor, b: Tensor, extent: int, dim: int) -> None:
+    """In place: the first ``extent`` slices of ``b`` along ``dim`` fade in from the last ones of ``a``.
+
+    ``b[y] = a[-e + y] * (1 - y/e) + b[y] * (y/e)`` with ``e = min(extent, sizes)`` (diffusers'
+    ``blend_v`` / ``blend_h``; the weights are computed in float64 and rounded, as Python scalars are).
+    """
+    e = min(a.shape[dim], b.shape[dim], extent)
+    if e <= 0:
+        return
+    ramp = torch.arange(e, dtype=torch.float64) / e
+    shape = [1] * b.ndim
+    shape[dim] = e
+    w_b = ramp.to(device=b.device, dtype=b.dtype).view(shape)
+    w_a = (1.0 - ramp).to(device=b.device, dtype=b.dtype).view(shape)
+    head = b.narrow(dim, 0, e)
+    head.copy_(a.narrow(dim, a.shape[dim] - e, e) * w_a + head * w_b)
+
+
+def _assemble_tiles(
+    rows: list[list[Tensor]], blend: tuple[int, int], keep: tuple[int, int], size: tuple[int, int]
+) -> Tensor:
+    """Blend a grid of overlapping tiles (in place, row-major) and stitch their top-left ``keep`` parts.
+
+    A tile blends first with the tile above, then with the tile to its left, both already blended;
+    the result is cropped to ``size`` (height, width).
+    """
+    out_rows = []
+    for i, row in enumerate(rows):
+        kept = []
+        for j, tile in enumerate(row):
+            if i > 0:
+                _blend_(rows[i - 1][j], tile, blend[0], dim=-2)
+            if j > 0:
+                _blend_(row[j - 1], tile, blend[1], dim=-1)
+            kept.append(tile[..., : keep[0], : keep[1]])
+        out_rows.append(torch.cat(kept, dim=-1))
+    return torch.cat(out_rows, dim=-2)[..., : size[0], : size[1]]
+
+
+# ----------------------------------------------------------------------------------------------------
 # The chunked encode / decode loop shared by both VAEs.
 
 
@@ -461,7 +586,10 @@ class ChunkedVideoVAE(nn.Module):
     moved to the input's device on use.
 
     Subclasses provide ``_to_encoder_input`` / ``_from_decoder_output`` (identity or (un)patchify) and
-    set ``z_dim``, ``stride``, ``latents_mean`` and ``latents_std``.
+    set ``z_dim``, ``stride``, ``latents_mean``, ``latents_std`` and, when they patchify, ``patch_size``.
+
+    Spatial tiling (off by default): ``enable_tiling(tile_size=(H, W), stride=(H, W))`` in pixels, or
+    assign a :class:`VAETiling` to ``tiling``; ``disable_tiling()`` turns it off.
     """
 
     encoder: nn.Module
@@ -472,6 +600,10 @@ class ChunkedVideoVAE(nn.Module):
     stride: tuple[int, int, int]
     latents_mean: Tensor
     latents_std: Tensor
+    patch_size: int = 1
+    """Spatial patchify factor of the encoder input / decoder output (2 for Wan 2.2)."""
+    tiling: VAETiling | None = None
+    """Spatial tiling used by encode / decode_chunks / decode; None (the default) = untiled."""
 
     def _init_latent_stats(self, mean: Sequence[float], std: Sequence[float]) -> None:
         self.latents_mean = torch.tensor(list(mean), dtype=torch.float32, device="cpu")
@@ -531,29 +663,86 @@ class ChunkedVideoVAE(nn.Module):
         if min(z.shape[0], z.shape[2], z.shape[3], z.shape[4]) < 1:
             raise ValueError(f"latents must have B, T, h, w >= 1; got shape {tuple(z.shape)}")
 
+    def enable_tiling(
+        self,
+        tile_size: int | tuple[int, int] = (256, 256),
+        stride: int | tuple[int, int] = (192, 192),
+        *,
+        order: Literal["frames", "tiles"] = "frames",
+        offload_cache: bool | None = None,
+    ) -> VAETiling:
+        """Turn on spatial tiling for ``encode``, ``decode_chunks`` and ``decode`` (see :class:`VAETiling`).
+
+        Sizes are ``(height, width)`` in video pixels (an int means square), multiples of the spatial
+        stride. Returns the tiling set as ``self.tiling``.
+        """
+        tiling = VAETiling(tile_size, stride, order, offload_cache)  # type: ignore[arg-type]
+        tiling.check(self.stride[1])
+        self.tiling = tiling
+        return tiling
+
+    def disable_tiling(self) -> None:
+        """Back to untiled encode/decode (the default)."""
+        self.tiling = None
+
+    def _active_tiling(self) -> VAETiling | None:
+        tiling = self.tiling
+        if tiling is not None:
+            if not isinstance(tiling, VAETiling):
+                raise TypeError(f"{type(self).__name__}.tiling must be a VAETiling or None; got {type(tiling).__name__}")
+            tiling.check(self.stride[1])
+        return tiling
+
     def encode(self, video: Tensor) -> Tensor:
         """``[B, 3, T, H, W]`` in [-1, 1], ``T = 4k+1`` -> normalised mean latents ``[B, z, 1 + k, H/s, W/s]``.
 
         Chunks of frames (1, 4, 4, ...) go through the encoder with the causal cache; only ``mu`` is
-        used (no sampling), normalised as ``(mu - mean) / std`` per channel. Returns float32.
+        used (no sampling), normalised as ``(mu - mean) / std`` per channel. Returns float32. With
+        :attr:`tiling` set and the video larger than one tile, each spatial tile is encoded through
+        all frames with its own cache (one tile at a time) and the latents are blended.
         """
         self.check_video(video)
         device = self._device_fp32()
+        tiling = self._active_tiling()
         x = self._to_encoder_input(video.to(device=device, dtype=torch.float32))
+        with torch.no_grad(), _no_autocast(device):
+            if tiling is not None and (video.shape[3] > tiling.tile_size[0] or video.shape[4] > tiling.tile_size[1]):
+                mu = self._encode_tiled(x, tiling)
+            else:
+                mu = self._encode_mu(x)
+            mean, inv_std = self._latent_scale(device)
+            return (mu - mean) * inv_std
+
+    def _encode_mu(self, x: Tensor) -> Tensor:
+        """Encoder input (patchified video) -> un-normalised ``mu``, one causal pass over all frames."""
         cache = ChunkCache()
         try:
-            with torch.no_grad(), _no_autocast(device):
-                outs = []
-                for index, frames in enumerate(encoder_chunks(x.shape[2])):
-                    cache.chunk_index = index
-                    outs.append(self.encoder(x[:, :, frames], cache))
-                stats = self.conv1(torch.cat(outs, dim=2))
-                del outs
-                mu = stats[:, : self.z_dim]
-                mean, inv_std = self._latent_scale(device)
-                return (mu - mean) * inv_std
+            outs = []
+            for index, frames in enumerate(encoder_chunks(x.shape[2])):
+                cache.chunk_index = index
+                outs.append(self.encoder(x[:, :, frames], cache))
+            stats = self.conv1(torch.cat(outs, dim=2))
+            del outs
+            return stats[:, : self.z_dim]
         finally:
             cache.clear()
+
+    def _encode_tiled(self, x: Tensor, tiling: VAETiling) -> Tensor:
+        p, s = self.patch_size, self.stride[1]
+        tile_in = (tiling.tile_size[0] // p, tiling.tile_size[1] // p)  # in encoder-input (patchified) pixels
+        stride_in = (tiling.stride[0] // p, tiling.stride[1] // p)
+        tile_lat = (tiling.tile_size[0] // s, tiling.tile_size[1] // s)
+        stride_lat = (tiling.stride[0] // s, tiling.stride[1] // s)
+        height, width = x.shape[3], x.shape[4]
+        rows = [
+            [
+                self._encode_mu(x[:, :, :, i : i + tile_in[0], j : j + tile_in[1]])
+                for j in range(0, width, stride_in[1])
+            ]
+            for i in range(0, height, stride_in[0])
+        ]
+        blend = (tile_lat[0] - stride_lat[0], tile_lat[1] - stride_lat[1])
+        return _assemble_tiles(rows, blend, stride_lat, (height * p // s, width * p // s))
 
     def decode_chunks(self, z: Tensor) -> Iterator[Tensor]:
         """Decode one latent frame at a time, yielding pixel chunks as they are ready.
@@ -561,14 +750,24 @@ class ChunkedVideoVAE(nn.Module):
         ``z``: normalised latents ``[B, z, T_lat, h, w]``. Yields ``[B, 3, 1, H, W]`` for latent frame 0
         and ``[B, 3, 4, H, W]`` for each later one, clamped to [-1, 1], float32. The causal cache is
         freed when the generator finishes or is closed.
+
+        With :attr:`tiling` set and the latent larger than one tile, every latent frame is decoded tile
+        by tile (each tile with its own causal cache, kept across frames) and the tiles are blended
+        before the frame's pixels are yielded, so the stream still yields one latent frame at a time.
         """
         self.check_latents(z)
         device = self._device_fp32()
+        tiling = self._active_tiling()
+        s = self.stride[1]
+        with torch.no_grad(), _no_autocast(device):
+            mean, inv_std = self._latent_scale(device)
+            x = self.conv2(z.to(device=device, dtype=torch.float32) / inv_std + mean)
+        h, w = x.shape[3], x.shape[4]
+        if tiling is not None and (h > tiling.tile_size[0] // s or w > tiling.tile_size[1] // s):
+            yield from self._decode_tiled_chunks(x, tiling, device)
+            return
         cache = ChunkCache()
         try:
-            with torch.no_grad(), _no_autocast(device):
-                mean, inv_std = self._latent_scale(device)
-                x = self.conv2(z.to(device=device, dtype=torch.float32) / inv_std + mean)
             for index in range(x.shape[2]):
                 with torch.no_grad(), _no_autocast(device):
                     cache.chunk_index = index
@@ -577,6 +776,65 @@ class ChunkedVideoVAE(nn.Module):
                 yield out
         finally:
             cache.clear()
+
+    def _decode_tiled_chunks(self, x: Tensor, tiling: VAETiling, device: torch.device) -> Iterator[Tensor]:
+        p, s = self.patch_size, self.stride[1]
+        tile_lat = (tiling.tile_size[0] // s, tiling.tile_size[1] // s)
+        stride_lat = (tiling.stride[0] // s, tiling.stride[1] // s)
+        stride_out = (tiling.stride[0] // p, tiling.stride[1] // p)  # in decoder-output (patchified) pixels
+        blend = (tiling.tile_size[0] // p - stride_out[0], tiling.tile_size[1] // p - stride_out[1])
+        h, w, frames = x.shape[3], x.shape[4], x.shape[2]
+        size_out = (h * s // p, w * s // p)
+        n_cols = len(range(0, w, stride_lat[1]))
+        grid = [(i, j) for i in range(0, h, stride_lat[0]) for j in range(0, w, stride_lat[1])]
+        offload = tiling.offload_cache if tiling.offload_cache is not None else device.type != "cpu"
+
+        def tile_frame(ij: tuple[int, int], index: int, cache: ChunkCache) -> Tensor:
+            i, j = ij
+            cache.chunk_index = index
+            return self.decoder(x[:, :, index : index + 1, i : i + tile_lat[0], j : j + tile_lat[1]], cache)
+
+        def assemble(tiles: list[Tensor]) -> Tensor:
+            rows = [tiles[r : r + n_cols] for r in range(0, len(tiles), n_cols)]
+            out = self._from_decoder_output(_assemble_tiles(rows, blend, stride_out, size_out))
+            return out.clamp_(-1.0, 1.0)
+
+        if tiling.order == "tiles":
+            # diffusers' order: one tile through all frames at a time (one cache alive), then stitch.
+            decoded: list[list[Tensor | None]] = []
+            for ij in grid:
+                cache = ChunkCache()
+                try:
+                    with torch.no_grad(), _no_autocast(device):
+                        decoded.append([tile_frame(ij, index, cache) for index in range(frames)])
+                finally:
+                    cache.clear()
+            for index in range(frames):
+                tiles = [per_tile[index] for per_tile in decoded]
+                for per_tile in decoded:
+                    per_tile[index] = None
+                with torch.no_grad(), _no_autocast(device):
+                    out = assemble(tiles)  # type: ignore[arg-type]
+                del tiles
+                yield out
+            return
+
+        # Streaming order: every frame through all tiles, each tile keeping its own cache.
+        caches = {ij: ChunkCache() for ij in grid}
+        try:
+            for index in range(frames):
+                with torch.no_grad(), _no_autocast(device):
+                    tiles = []
+                    for ij in grid:
+                        tiles.append(tile_frame(ij, index, caches[ij]))
+                        if offload:
+                            caches[ij].offload("cpu")
+                    out = assemble(tiles)
+                    del tiles
+                yield out
+        finally:
+            for cache in caches.values():
+                cache.clear()
 
     def decode(self, z: Tensor) -> Tensor:
         """Normalised latents ``[B, z, T_lat, h, w]`` -> video ``[B, 3, 1 + 4(T_lat-1), h*s, w*s]`` in [-1, 1]."""
