@@ -34,7 +34,8 @@ Applying (:func:`apply_loras` / :func:`remove_loras` / :class:`LoraPatcher`)
       ``up_cat @ (down_cat @ x)`` (every active LoRA of that module concatenated along the rank, the
       strengths and alpha/rank folded into ``up_cat``; plus ``x @ diff^T`` for a dense ``.diff``), stored in
       the layer's dtype and accumulated in place into the layer's fresh output (``addmm_``). Base weights are never written, so removing the hooks is bit-identical, and it
-      works on any base weight format (bf16 today, fp8 later). Cost: two thin matmuls per hooked layer
+      works on any base weight format (bf16, or ``wan.quant.FP8Linear`` float8 layers, which are
+      hooked even with ``merge=True``: a float8 weight is never swapped). Cost: two thin matmuls per hooked layer
       (rank r vs dim: ~2r/dim extra FLOPs, ~2.5% for r = 64 at dim 5120) and one device copy of the
       active LoRA factors (rank 64 over every linear of an A14B expert: ~0.6 GB bf16).
     - Everything else — parameter deltas (``diff_b`` biases, norm ``.diff``, modulation), the float32
