@@ -81,8 +81,9 @@ class Engine:
         demo_root: str | Path = ".demo_ckpt",
         device: str | None = None,
         dtype: str | None = None,
-        offload: bool | None = None,
+        offload: bool | str | None = None,
         allow_download: bool = False,
+        quantize: str | None = None,
     ) -> None:
         self.ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
         self.demo = demo
@@ -90,6 +91,7 @@ class Engine:
         self._device = device
         self._dtype = dtype
         self._offload = offload
+        self.quantize = quantize
         self.allow_download = allow_download
         self._lock = threading.Lock()          # one job (load or generate) at a time
         self._pipe: WanVideoPipeline | None = None
@@ -112,6 +114,13 @@ class Engine:
         if self._dtype is not None:
             return getattr(torch, self._dtype)
         return torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+
+    def memory_setup(self) -> dict[str, Any]:
+        """The memory profile and weight storage of the loaded pipeline (for each result's settings)."""
+        pipe = self._pipe
+        profile = getattr(pipe, "profile", None) if pipe is not None else self._offload
+        return {"offload": profile, "offload_blocks": getattr(pipe, "offload_blocks", None) if profile == "block" else None,
+                "quantize": self.quantize}
 
     @property
     def resident_task(self) -> str | None:
@@ -151,6 +160,8 @@ class Engine:
         kwargs: dict[str, Any] = {"device": self.device, "dtype": self.dtype}
         if self._offload is not None:
             kwargs["offload"] = self._offload
+        if self.quantize:
+            kwargs["quantize"] = kwargs["t5_quantize"] = self.quantize
         log.info("engine: loading %s from %s on %s", task, ckpt, self.device)
         self._pipe = load_pipeline(task, ckpt, **kwargs)
         self._pipe_task = task

@@ -209,6 +209,7 @@ class Studio:
                 # the folder's name only: settings travel with the mp4, server paths must not
                 "weights": "tiny random weights (demo)" if self.engine.demo else Path(str(weights.path)).name,
                 "device": self.engine.device,
+                "memory": self.engine.memory_setup(),
                 "video": {"width": width, "height": height, "frames": frames, "fps": req.fps},
             }
         )

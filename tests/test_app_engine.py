@@ -122,3 +122,17 @@ def test_concurrent_generate_calls_are_serialised(engine, tmp_path):
     assert len(studio.store.list()) == 3
     runs = [job for k, job in enumerate(trace) if k == 0 or trace[k - 1] != job]
     assert sorted(runs) == [0, 1, 2], f"steps interleaved: {trace}"
+
+
+def test_memory_profile_and_fp8_are_recorded_with_the_result(tmp_path):
+    """`app.py --offload block --quantize fp8`: the engine loads with them and every result says so."""
+    import torch
+
+    fp8 = Engine(demo=True, demo_root=ROOT / ".demo_ckpt", offload="block", quantize="fp8")
+    store = HistoryStore(tmp_path)
+    studio = Studio(fp8, store, any_size=True)
+    entry = studio.generate(studio.build_request("ti2v-5B", _values("ti2v-5B", fp8, sampling_steps=2)))
+    assert entry.settings["memory"] == {"offload": "block", "offload_blocks": 2, "quantize": "fp8"}
+    pipe = fp8.pipeline("ti2v-5B")
+    block = pipe.experts.experts["dense"].blocks[0]
+    assert block.self_attn.q.weight.dtype == torch.float8_e4m3fn  # the block linears are stored in fp8
