@@ -256,3 +256,19 @@ def test_block_on_cuda_pins_and_matches(tiny_ckpt: TinyCkpt) -> None:
     assert torch.equal(pipe.generate("a fox", **KW), ref.generate("a fox", **KW))
     assert pipe.last_run is not None and pipe.last_run.resident_peak_bytes <= off.bound()
     assert all(t.data.is_pinned() for u in off._units.values() for t in u.tensors)  # masters intact
+
+
+def test_block_profile_tiles_the_vae_by_default(tiny_ckpt) -> None:
+    """The low-memory profile decodes in tiles unless asked not to; the others do not tile."""
+    import torch
+
+    from wan.pipeline import load_pipeline
+
+    ckpt = tiny_ckpt("ti2v-5B")
+    assert load_pipeline("ti2v-5B", ckpt, device="cpu", dtype=torch.float32, offload="block").vae.tiling is not None
+    assert load_pipeline("ti2v-5B", ckpt, device="cpu", dtype=torch.float32, offload="none").vae.tiling is None
+    off = load_pipeline("ti2v-5B", ckpt, device="cpu", dtype=torch.float32, offload="block", vae_tiling=False)
+    assert off.vae.tiling is None
+    tiled = load_pipeline("ti2v-5B", ckpt, device="cpu", dtype=torch.float32, vae_tiling=True, any_size=True)
+    video = tiled.generate("a fox", size=(64, 64), frame_num=5, sampling_steps=2, seed=0)
+    assert video.shape == (3, 5, 64, 64)

@@ -462,6 +462,7 @@ def load_pipeline(
     quantize: str | None = None,
     t5_quantize: str | None = None,
     dit_files: Any = None,
+    vae_tiling: bool | None = None,
 ) -> WanVideoPipeline:
     """Loads ``task`` from ``ckpt_dir`` (official or Diffusers layout) into a ``WanVideoPipeline``.
 
@@ -484,6 +485,9 @@ def load_pipeline(
     ``*_fp8_scaled.safetensors``, LightX2V) load as stored: give them as ``dit_files`` (a path, or
     ``{"high_noise": path, "low_noise": path}`` for A14B; the expert folders then need only
     ``config.json``) or put them in the expert folder as its ``diffusion_pytorch_model.safetensors``.
+    ``vae_tiling`` decodes/encodes in overlapping 256-px tiles (stride 192, one latent frame at a time,
+    so progress and cancel still work): on by default in the ``"block"`` profile (the low-memory one),
+    off otherwise; ``pipe.vae.enable_tiling(...)`` sets other sizes.
     """
     from .configs import get_spec
     from .loading import load_components
@@ -503,6 +507,9 @@ def load_pipeline(
         spec.task, ckpt_dir, dtype=dtype, device="cpu", t5_dtype=t5_dtype, keep_float32=True,
         quantize=quantize, t5_quantize=t5_quantize, dit_files=dit_files,
     )
-    return WanVideoPipeline(
+    pipe = WanVideoPipeline(
         components, device=dev, offload=profile, t5_cpu=t5_cpu, any_size=any_size, offload_blocks=offload_blocks
     )
+    if profile == "block" if vae_tiling is None else vae_tiling:
+        pipe.vae.enable_tiling()
+    return pipe
