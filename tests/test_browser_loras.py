@@ -15,7 +15,7 @@ import re
 import pytest
 
 from test_app import launch_app, stop_app
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from test_browser import ARTIFACTS, browser  # noqa: F401 - the browser fixture
 from test_browser_generate import _field, _generate, _open, _set
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -31,18 +31,6 @@ def server(tmp_path_factory):
     yield s
     stop_app(s)
     assert "generation failed" not in s.log_text(), s.log_text()[-4000:]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if CHROMIUM is None:  # a failure, not a skip: see test_browser.py
-        pytest.fail("Debian's Chromium is not installed (apt-get install -y chromium)", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _open_panel(panel) -> None:

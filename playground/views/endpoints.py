@@ -104,8 +104,22 @@ def _lora_doc(task: str, spec: ModelSpec, download: bool) -> dict[str, str]:
     }
 
 
+_FORM_ARGS = (  # the Args lines every generate endpoint shares ({placeholders} filled by document)
+    'prompt: what the video shows (English or Chinese): subject, scene, motion, light, camera; use extend_prompt to turn a short idea into a detailed prompt.',
+    'negative_prompt: what to avoid; default: the official Wan 2.2 negative prompt (Chinese).',
+    "size: the video size as a 'W*H' string, {sizes}. Default {size}.",
+    'frame_num: number of frames, 4n+1 between 1 and {max_frames} (e.g. 81). Default {frame_num}.',
+    'fps: frames per second of the mp4, 1 to {max_fps}. Default {fps}.',
+    'sampling_steps: denoising steps, 1 to {max_steps}; more is slower and sharper. Default {sampling_steps}.',
+    'shift: noise-schedule shift of the flow-matching sampler. Default {shift}.',
+    'sample_solver: the sampler: {solvers}. Default unipc.',
+)
+
+
 def document(fn: Callable[..., Any], **values: Any) -> Callable[..., Any]:
     """Fill the ``{placeholders}`` of ``fn``'s docstring (Gradio reads it for the API and MCP docs)."""
+    if "{form_args}" in (fn.__doc__ or "") and "form_args" not in values:
+        values = {**values, "form_args": "\n            ".join(_FORM_ARGS).format(**values)}
     fn.__doc__ = (fn.__doc__ or "").format(**values)
     return fn
 
@@ -317,14 +331,7 @@ def _t2v(run: Run) -> Endpoint:
         """Generate a video with Wan 2.2 {task}: {title}.
 
         Args:
-            prompt: what the video shows (English or Chinese): subject, scene, motion, light, camera; use extend_prompt to turn a short idea into a detailed prompt.
-            negative_prompt: what to avoid; default: the official Wan 2.2 negative prompt (Chinese).
-            size: the video size as a 'W*H' string, {sizes}. Default {size}.
-            frame_num: number of frames, 4n+1 between 1 and {max_frames} (e.g. 81). Default {frame_num}.
-            fps: frames per second of the mp4, 1 to {max_fps}. Default {fps}.
-            sampling_steps: denoising steps, 1 to {max_steps}; more is slower and sharper. Default {sampling_steps}.
-            shift: noise-schedule shift of the flow-matching sampler. Default {shift}.
-            sample_solver: the sampler: {solvers}. Default unipc.
+            {form_args}
             guide_scale_high: classifier-free guidance of the high-noise expert (early steps: layout, motion). Default {guide_high}.
             guide_scale_low: classifier-free guidance of the low-noise expert (late steps: detail). Default {guide_low}.
             seed: random seed, 0 to {max_seed} (-1: random); used only when randomize_seed is false.
@@ -353,14 +360,7 @@ def _i2v(run: Run) -> Endpoint:
         """Generate a video with Wan 2.2 {task}: {title}.
 
         Args:
-            prompt: what the video shows (English or Chinese): subject, scene, motion, light, camera; use extend_prompt to turn a short idea into a detailed prompt.
-            negative_prompt: what to avoid; default: the official Wan 2.2 negative prompt (Chinese).
-            size: the video size as a 'W*H' string, {sizes}. Default {size}.
-            frame_num: number of frames, 4n+1 between 1 and {max_frames} (e.g. 81). Default {frame_num}.
-            fps: frames per second of the mp4, 1 to {max_fps}. Default {fps}.
-            sampling_steps: denoising steps, 1 to {max_steps}; more is slower and sharper. Default {sampling_steps}.
-            shift: noise-schedule shift of the flow-matching sampler. Default {shift}.
-            sample_solver: the sampler: {solvers}. Default unipc.
+            {form_args}
             guide_scale_high: classifier-free guidance of the high-noise expert (early steps: layout, motion). Default {guide_high}.
             guide_scale_low: classifier-free guidance of the low-noise expert (late steps: detail). Default {guide_low}.
             seed: random seed, 0 to {max_seed} (-1: random); used only when randomize_seed is false.
@@ -389,14 +389,7 @@ def _ti2v(run: Run) -> Endpoint:
         """Generate a video with Wan 2.2 {task}: {title}.
 
         Args:
-            prompt: what the video shows (English or Chinese): subject, scene, motion, light, camera; use extend_prompt to turn a short idea into a detailed prompt.
-            negative_prompt: what to avoid; default: the official Wan 2.2 negative prompt (Chinese).
-            size: the video size as a 'W*H' string, {sizes}. Default {size}.
-            frame_num: number of frames, 4n+1 between 1 and {max_frames} (e.g. 81). Default {frame_num}.
-            fps: frames per second of the mp4, 1 to {max_fps}. Default {fps}.
-            sampling_steps: denoising steps, 1 to {max_steps}; more is slower and sharper. Default {sampling_steps}.
-            shift: noise-schedule shift of the flow-matching sampler. Default {shift}.
-            sample_solver: the sampler: {solvers}. Default unipc.
+            {form_args}
             guide_scale: classifier-free guidance scale. Default {guide_high}.
             seed: random seed, 0 to {max_seed} (-1: random); used only when randomize_seed is false.
             randomize_seed: pick a random seed (the seed used is returned). Default true.
