@@ -33,11 +33,22 @@ if TYPE_CHECKING:
     from wan.configs import ModelSpec
     from wan.pipeline import WanVideoPipeline
 
-__all__ = ["EXPERT_LABELS", "Engine", "GenerationCancelled", "StepInfo"]
+__all__ = ["EXPERT_LABELS", "Engine", "GenerationCancelled", "OutOfMemory", "StepInfo"]
 
 log = logging.getLogger(__name__)
 
 EXPERT_LABELS = {"high_noise": "high-noise expert", "low_noise": "low-noise expert", "dense": "5B model"}
+
+
+class OutOfMemory(RuntimeError):
+    """The device ran out of memory; the engine freed it. The message names the next setting to try."""
+
+
+def torch_oom() -> type[BaseException]:
+    """``torch.OutOfMemoryError`` (CUDA and other accelerators' out-of-memory), imported on use."""
+    import torch
+
+    return torch.OutOfMemoryError
 
 
 @dataclass(frozen=True)
@@ -114,6 +125,21 @@ class Engine:
         if self._dtype is not None:
             return getattr(torch, self._dtype)
         return torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+
+    def _oom_advice(self, req: GenerationRequest, pipe: WanVideoPipeline) -> str:
+        """What ran out, and the next memory setting to try (the profiles in order of VRAM use)."""
+        profile = getattr(pipe, "profile", "none")
+        steps = {"none": "start the app with --offload expert (one expert on the GPU at a time)",
+                 "expert": "start the app with --offload block (DiT blocks streamed from RAM, tiled VAE)"}  # fmt: skip
+        if profile in steps:
+            advice = steps[profile]
+        elif not self.quantize:
+            advice = "start the app with --quantize fp8 (half the weight memory)"
+        else:
+            advice = "use the Draft preset, fewer frames or a smaller size"
+        return (f"The GPU ran out of memory for {req.task} at {req.width}x{req.height}, {req.frame_num} frames "
+                f"(memory profile {profile}{', fp8' if self.quantize else ''}). The memory was freed and the app "
+                f"keeps serving; to fit: {advice}.")  # fmt: skip
 
     def memory_setup(self) -> dict[str, Any]:
         """The memory profile and weight storage of the loaded pipeline (for each result's settings)."""
@@ -214,8 +240,12 @@ class Engine:
             pipe = self._ensure_loaded(req.task)
             if on_status:
                 on_status("run.encoding")
-            video = self._run_on_device(pipe, req, self._make_callback(on_step, cancel),
-                                        self._make_decode_callback(on_step, cancel))
+            try:
+                video = self._run_on_device(pipe, req, self._make_callback(on_step, cancel),
+                                            self._make_decode_callback(on_step, cancel))
+            except torch_oom() as e:
+                self._unload()  # free the device for the next job; the next request reloads
+                raise OutOfMemory(self._oom_advice(req, pipe)) from e
             if cancel.is_set():
                 raise GenerationCancelled("cancelled")
             return video.detach().float().cpu()

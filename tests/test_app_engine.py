@@ -136,3 +136,23 @@ def test_memory_profile_and_fp8_are_recorded_with_the_result(tmp_path):
     pipe = fp8.pipeline("ti2v-5B")
     block = pipe.experts.experts["dense"].blocks[0]
     assert block.self_attn.q.weight.dtype == torch.float8_e4m3fn  # the block linears are stored in fp8
+
+
+def test_out_of_memory_frees_the_device_and_names_the_next_profile(tmp_path):
+    """An out-of-memory error inside a run (raised here from the step callback, as torch raises it from
+    any kernel) unloads the pipeline, says which setting to try next, and the engine serves the next job."""
+    import torch
+
+    from playground.engine import OutOfMemory
+
+    eng = Engine(demo=True, demo_root=ROOT / ".demo_ckpt", offload="expert")
+    studio = Studio(eng, HistoryStore(tmp_path), any_size=True)
+    req = studio.build_request("t2v-A14B", _values("t2v-A14B", eng, sampling_steps=2))
+
+    def oom(info: StepInfo) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    with pytest.raises(OutOfMemory, match=r"t2v-A14B at 160x96, 9 frames \(memory profile expert\).*--offload block"):
+        eng.generate(req, on_step=oom)
+    assert eng.resident_task is None  # freed
+    assert tuple(eng.generate(req).shape) == (3, 9, 96, 160)  # and the next job runs

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import gradio as gr
 
 from playground.discovery import WeightsMissing
-from playground.engine import GenerationCancelled, StepInfo
+from playground.engine import GenerationCancelled, OutOfMemory, StepInfo
 from playground.history import HistoryEntry, HistoryStore
 from playground.images import discard_upload
 from playground.i18n import tr
@@ -283,6 +283,9 @@ class GenerateRunner:
         except InputError as e:
             log.info("cannot generate %s: %s", req.task, e)  # e.g. the image vanished: one line
             raise input_error(e, "Cannot generate") from None
+        except OutOfMemory as e:
+            log.warning("out of memory (%s): %s", req.task, e)
+            raise user_error(toast(str(e)), title="Out of GPU memory") from None
         except Exception as e:  # a bug or a pipeline error: log it fully, tell the user, keep serving
             log.exception("generation failed for %s", req.task)
             raise user_error(toast(f"Generation failed: {type(e).__name__}: {e}"), title="Generation failed") from None
