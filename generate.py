@@ -181,7 +181,7 @@ def build_request(args: argparse.Namespace, prompt: str) -> Any:
         "sample_solver": args.sample_solver,
     }  # fmt: skip
     extra.update({k: v for k, v in given.items() if v is not None})
-    return make_request(args.task, prompt, image=args.image, seed=args.base_seed, any_size=args.any_size, **extra)
+    return make_request(args.task, prompt, image=args.image, last_image=args.last_image, seed=args.base_seed, any_size=args.any_size, **extra)
 
 
 def _lora_arg(args: argparse.Namespace, text: str) -> tuple[str, Any]:

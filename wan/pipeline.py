@@ -12,6 +12,11 @@ Conditioning, as in the official release (``wan/image2video.py``, ``wan/textimag
   area is ``W*H`` of the requested size and whose sides are multiples of 16, is VAE-encoded as the
   first frame of an otherwise black ``frame_num`` video; ``y = [mask (4 ch, 1 on latent frame 0),
   image latent (16 ch)]`` is concatenated to the 16 noise channels (36 = the DiT's ``in_dim``).
+  First-last frame (``last_image``, as diffusers' ``WanImageToVideoPipeline(last_image=...)`` for
+  Wan 2.2): the last image is stretched to the output size with PIL LANCZOS (no crop) and the encoded
+  video is ``[first, black x (F - 2), last]``; the pixel-frame mask is 1 on frames 0 and F - 1, so in
+  latent space it is 1 on all 4 sub-frames of latent frame 0 and on the 4th sub-frame (mask channel
+  3) of the last latent frame, the one that stands for pixel frame F - 1.
 * TI2V-5B with an image: LANCZOS resize + center crop to the multiple-of-32 size of area <= ``W*H``
   closest in aspect; its one-frame latent replaces latent frame 0 before and after every solver step,
   and the tokens of that frame get timestep 0. Without an image: plain T2V at exactly ``size``.
@@ -98,6 +103,13 @@ def _ti2v_image(image: PILImage.Image, size: tuple[int, int]) -> PILImage.Image:
     resized = image.resize((round(image.width * scale), round(image.height * scale)), Image.LANCZOS)
     left, top = (resized.width - ow) // 2, (resized.height - oh) // 2
     return resized.crop((left, top, left + ow, top + oh))
+
+
+def _last_frame_image(image: PILImage.Image, size: tuple[int, int]) -> PILImage.Image:
+    """I2V-A14B ``last_image``: PIL LANCZOS stretch to ``size`` (no crop), as diffusers' VideoProcessor."""
+    from PIL import Image
+
+    return image if image.size == tuple(size) else image.resize(tuple(size), Image.LANCZOS)
 
 
 def _image_tensor(image: PILImage.Image) -> Tensor:
@@ -214,11 +226,13 @@ class WanVideoPipeline:
         """Runs a request -> float32 video ``(3, frame_num, H, W)`` in [-1, 1] on the CPU.
 
         ``request`` is a ``GenerationRequest`` (from ``plan``), or, for scripts, the prompt with the
-        settings as keywords (``image``, ``negative_prompt``, ``size``, ``frame_num``, ``fps``,
+        settings as keywords (``image``, ``last_image``, ``negative_prompt``, ``size``, ``frame_num``, ``fps``,
         ``sampling_steps``, ``shift``, ``guide_scale``, ``sample_solver``, ``seed``, ``any_size``),
         validated by ``plan``. Defaults come from the task's ``ModelSpec``. ``size`` is ``(width,
         height)``; with an image it sets the output *area*. ``guide_scale`` is a number, a per-expert
-        mapping, or the official ``(low_noise, high_noise)`` pair. ``seed=-1`` draws one (see
+        mapping, or the official ``(low_noise, high_noise)`` pair. ``last_image`` (I2V-A14B, with
+        ``image``) makes a first-last frame video: ``generate(prompt, image=first, last_image=last)``;
+        it is stretched to the output size set by ``image`` (PIL LANCZOS, as diffusers). ``seed=-1`` draws one (see
         ``last_run.request.seed``). Raises ``InputError`` for bad input before any model runs and
         ``GenerationCancelled`` when ``callback`` (after each step) or ``decode_callback`` (after each
         decoded latent frame) returns False.
@@ -276,10 +290,15 @@ class WanVideoPipeline:
             img = F.interpolate(img[None], size=(request.height, request.width), mode="bicubic")[0]
             video = torch.zeros(1, 3, request.frame_num, request.height, request.width, dtype=torch.float32)
             video[0, :, 0] = img
+            if request.last_image is not None:  # first-last frame: [first, black..., last]
+                last = _last_frame_image(_load_image(request.last_image), request.output_size)
+                video[0, :, -1] = _image_tensor(last)
             with self.vae_shuttle.on_device():
                 image_latent = self.vae.encode(video.to(self.device)).float()  # [1, z, F_lat, h, w]
             mask = torch.zeros(1, self.spec.vae_stride[0], f_lat, h_lat, w_lat, device=self.device)
             mask[:, :, 0] = 1.0  # the 4 sub-frames of latent frame 0 are the given image
+            if request.last_image is not None:
+                mask[:, -1, -1] = 1.0  # pixel frame F - 1 is the last sub-frame of the last latent frame
             return LatentInputs(latents=latents, y=torch.cat([mask, image_latent], dim=1))
         # TI2V-5B: one-frame latent replaces latent frame 0
         with self.vae_shuttle.on_device():

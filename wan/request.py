@@ -95,6 +95,7 @@ FIELD_HELP: Final[dict[str, str]] = {
     "loras": "LoRA files as PATH, PATH:STRENGTH or PATH:HIGH,LOW (A14B experts), or a JSON list",
     "phases": 'JSON list of {"steps", "expert", "guide_scale", "lora_scale"} covering every step (e.g. Lightning)',
     "schedule": "sigma grid: official (default) or lightning (linspace(1, 0) shifted, float timesteps)",
+    "last_image": "i2v-A14B only: image of the last frame (first-last frame video; needs --image)",
 }
 # Flat per-expert guidance names (forms, links, the API) -> expert.
 _FLAT_GUIDE: Final[dict[str, str]] = {"guide_scale_high": "high_noise", "guide_scale_low": "low_noise"}
@@ -149,7 +150,11 @@ class GenerationRequest:
     subject, scene, motion, aesthetic choices); stored with the settings, not read by the model.
     ``loras`` are ``wan.LoraSpec`` (strength per expert); ``phases`` (optional) split the steps into
     runs with their own expert, guidance and LoRA scale; ``schedule`` is the sigma grid
-    (``"official"`` or ``"lightning"``, see ``wan.configs.SCHEDULES``).
+    (``"official"`` or ``"lightning"``, see ``wan.configs.SCHEDULES``). ``last_image`` (I2V-A14B
+    only, with ``image``) is the last frame of a first-last frame video: ``None``, a path or a PIL
+    image, never serialised (``to_settings`` names its file, like ``image``). At run time it is
+    stretched to ``output_size`` (the size set by the first image) with PIL LANCZOS, no crop and
+    aspect not kept, exactly as diffusers' ``WanImageToVideoPipeline`` preprocesses ``last_image``.
     """
 
     task: str
@@ -170,6 +175,7 @@ class GenerationRequest:
     loras: tuple[LoraSpec, ...] = ()
     phases: tuple[Phase, ...] | None = None
     schedule: str = "official"
+    last_image: Any = field(default=None, compare=False)
 
     # -- derived
     @property
@@ -217,8 +223,7 @@ class GenerationRequest:
     # -- serialisation
     def to_settings(self) -> dict[str, Any]:
         """The settings JSON (schema ``SETTINGS_VERSION``); ``request_from_values`` reads it back."""
-        image = self.image
-        image_name = Path(image).name if isinstance(image, (str, Path)) else ("<image>" if image is not None else None)
+        image_name, last_image_name = _image_name(self.image), _image_name(self.last_image)
         return {
             "settings_version": SETTINGS_VERSION,
             "task": self.task,
@@ -234,6 +239,7 @@ class GenerationRequest:
             "seed": self.seed,
             "any_size": self.any_size,
             "image": image_name,
+            "last_image": last_image_name,
             "output": {"width": self.width, "height": self.height},
             "prompt_fields": dict(self.prompt_fields) if self.prompt_fields else None,
             "loras": [_lora_json(lora) for lora in self.loras],
@@ -244,13 +250,19 @@ class GenerationRequest:
     def with_changes(self, **changes: Any) -> GenerationRequest:
         """A new request with ``changes`` applied, validated again (e.g. ``seed=7`` for a batch)."""
         names = ("prompt", "negative_prompt", "size", "frame_num", "fps", "sampling_steps", "shift", "guide_scale",
-                 "sample_solver", "seed", "image", "any_size", "prompt_fields", "loras", "phases", "schedule")  # fmt: skip
+                 "sample_solver", "seed", "image", "any_size", "prompt_fields", "loras", "phases", "schedule",
+                 "last_image")  # fmt: skip
         kwargs = {name: getattr(self, name) for name in names}
         kwargs.update(changes)
         return make_request(self.task, **kwargs)
 
 
 # ------------------------------------------------------------------------------ primitives
+
+
+def _image_name(image: Any) -> str | None:
+    """How settings name an input image: its file name, ``"<image>"`` for a PIL image, or None."""
+    return Path(image).name if isinstance(image, (str, Path)) else ("<image>" if image is not None else None)
 
 
 def format_size(width: int, height: int) -> str:
@@ -362,30 +374,31 @@ def image_output_size(spec: ModelSpec, image_size: tuple[int, int], size: tuple[
         raise InputError("image", f"aspect ratio {iw}x{ih} cannot fit the output area: {e}") from e
 
 
-def _image_size(image: Any) -> tuple[int, int]:
-    """``(w, h)`` of a PIL image or an image file (fully decoded once, so damage is found here)."""
+def _image_size(image: Any, name: str = "image") -> tuple[int, int]:
+    """``(w, h)`` of a PIL image or an image file (fully decoded once, so damage is found here);
+    errors name the field ``name``."""
     from PIL import Image
 
     if isinstance(image, (str, Path)):
         path = Path(image)
         if not path.is_file():
-            raise InputError("image", f"file not found: {path.name!r}")
+            raise InputError(name, f"file not found: {path.name!r}")
         try:
             with Image.open(path) as im:
                 im.load()
                 return im.size
         except Image.DecompressionBombError as e:  # not an OSError; raised above 2 * MAX_IMAGE_PIXELS
             raise InputError(
-                "image", f"{path.name!r} is too large to open safely: {e} (the size limit is PIL.Image.MAX_IMAGE_PIXELS)"
+                name, f"{path.name!r} is too large to open safely: {e} (the size limit is PIL.Image.MAX_IMAGE_PIXELS)"
             ) from e
         except (OSError, ValueError, SyntaxError) as e:  # unknown format, truncated data, bad header values
             detail = str(e).replace(str(path), path.name)
-            raise InputError("image", f"cannot read {path.name!r} as an image ({detail})") from e
+            raise InputError(name, f"cannot read {path.name!r} as an image ({detail})") from e
     if isinstance(image, Image.Image):
         if image.width < 1 or image.height < 1:
-            raise InputError("image", f"is empty ({image.width}x{image.height})")
+            raise InputError(name, f"is empty ({image.width}x{image.height})")
         return image.size
-    raise InputError("image", f"must be a PIL image or a path to an image file; got {type(image).__name__}")
+    raise InputError(name, f"must be a PIL image or a path to an image file; got {type(image).__name__}")
 
 
 # ------------------------------------------------------------------------- strict builder
@@ -594,6 +607,16 @@ def _check_phases(spec: ModelSpec, value: Any, steps: int | None) -> tuple[Phase
     return tuple(out)
 
 
+def _check_last_image(spec: ModelSpec, value: Any) -> Any:
+    """``last_image``: None, or a readable image (path or PIL) for I2V-A14B, the one task with a last-frame path."""
+    if value is None:
+        return None
+    if not (spec.moe and spec.image_input == "required"):
+        raise InputError("last_image", f"{spec.task} has no last-frame path; use i2v-A14B")
+    _image_size(value, "last_image")
+    return value
+
+
 def _check_schedule(value: Any) -> str:
     if value not in SCHEDULES:
         raise InputError("schedule", f"must be one of {', '.join(SCHEDULES)}; got {_short(value)}")
@@ -647,6 +670,7 @@ _CHECKS: Final[dict[str, Any]] = {
     "loras": _check_loras,
     "phases": lambda spec, v, p: _check_phases(spec, v, None),
     "schedule": lambda spec, v, p: _check_schedule(v),
+    "last_image": lambda spec, v, p: _check_last_image(spec, v),
 }
 
 
@@ -695,12 +719,15 @@ def make_request(
     loras: Any = None,
     phases: Any = None,
     schedule: Any = None,
+    last_image: Any = None,
 ) -> GenerationRequest:
     """Validates typed settings for ``task`` and resolves defaults and the seed; raises ``InputError``.
 
     Defaults come from the task's ``ModelSpec``. ``any_size`` (a shortcut for
     ``RequestPolicy(any_size=...)``) overrides the policy's flag. An image path is opened and
-    decoded once here (no model runs).
+    decoded once here (no model runs). ``last_image`` (a path or a PIL image, like ``image``) asks
+    I2V-A14B for a first-last frame video; any other task, or no ``image``, is an ``InputError``
+    on ``last_image``; it needs ``frame_num >= 5`` (distinct first and last latent frames).
     """
     try:
         spec = get_spec(task)
@@ -712,6 +739,10 @@ def make_request(
     prompt = _check_text("prompt", prompt, allow_none=False)
     negative = _check_text("negative_prompt", negative_prompt, allow_none=True)
     mode = spec.image_input
+    if last_image is not None:
+        _check_last_image(spec, last_image)  # task, then readable
+        if image is None:
+            raise InputError("last_image", "is the last frame of a first-last frame video: give image (the first frame) too")
     if image is not None and mode == "none":
         raise InputError("image", f"{spec.task} is text-to-video only and takes no image (use i2v-A14B or ti2v-5B)")
     if image is None and mode == "required":
@@ -720,6 +751,8 @@ def make_request(
         raise InputError("prompt", "must not be empty for a text-only generation")
     size_wh = _check_size(spec, spec.default_size if size is None else parse_size(size), policy)
     frames = _check_frames(spec, spec.frame_num if frame_num is None else frame_num)
+    if last_image is not None and frames < 5:
+        raise InputError("last_image", f"needs frame_num >= 5 (first and last frame in different latent frames); got {frames}")
     fps_v = _CHECKS["fps"](spec, spec.sample_fps if fps is None else fps, policy)
     if sampling_steps is None and isinstance(phases, (list, tuple)) and phases:
         try:  # phases alone set the step count
@@ -755,6 +788,7 @@ def make_request(
         loras=loras_v,
         phases=phases_v,
         schedule=schedule_v,
+        last_image=last_image,
     )
 
 
@@ -906,16 +940,19 @@ def parse_values(task: str, values: Mapping[str, Any]) -> tuple[dict[str, Any], 
 
 
 def request_from_values(
-    task: str, values: Mapping[str, Any], *, image: Any = None, policy: RequestPolicy | None = None
+    task: str, values: Mapping[str, Any], *, image: Any = None, last_image: Any = None,
+    policy: RequestPolicy | None = None,
 ) -> GenerationRequest:
-    """``parse_values`` then ``make_request``; raises the first ``InputError`` (field named)."""
+    """``parse_values`` then ``make_request``; raises the first ``InputError`` (field named).
+
+    Images come as ``image``/``last_image`` objects, never from ``values`` (settings only name them)."""
     kwargs, errors = parse_values(task, values)
     if errors:
         raise errors[0]
     kwargs.setdefault("prompt", "")
     if "any_size" in kwargs and policy is not None:
         kwargs.pop("any_size")
-    return make_request(task, image=image, policy=policy, **kwargs)
+    return make_request(task, image=image, last_image=last_image, policy=policy, **kwargs)
 
 
 def flat_values(task: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
