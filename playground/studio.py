@@ -148,10 +148,6 @@ class Studio:
             values[name] = "" if text is None else text.strip() if isinstance(text, str) else text
         if prompt_fields:
             values["prompt_fields"] = prompt_fields
-        if not image and TASK_UI[task].image_required:
-            raise InputError("image", f"{task} animates an image: upload one (PNG, JPEG or WebP)")
-        if values["prompt"] == "" and not image:
-            raise InputError("prompt", "is empty; type a prompt or build one with the prompt assistant")
         return request_from_values(task, values, image=image or None, policy=self.policy)
 
     # ----------------------------------------------------------------------------- generate

@@ -746,9 +746,13 @@ def make_request(
     if image is not None and mode == "none":
         raise InputError("image", f"{spec.task} is text-to-video only and takes no image (use i2v-A14B or ti2v-5B)")
     if image is None and mode == "required":
-        raise InputError("image", f"{spec.task} needs an input image (a PIL image or a path)")
+        raise InputError(
+            "image", f"{spec.task} needs an input image: upload one (PNG, JPEG or WebP), or pass a PIL image or a path"
+        )
     if image is None and not prompt.strip():
-        raise InputError("prompt", "must not be empty for a text-only generation")
+        raise InputError(
+            "prompt", "is empty; it must not be empty for a text-only generation: type one (or build it with a prompt formula)"
+        )
     size_wh = _check_size(spec, spec.default_size if size is None else parse_size(size), policy)
     frames = _check_frames(spec, spec.frame_num if frame_num is None else frame_num)
     if last_image is not None and frames < 5:
