@@ -302,7 +302,8 @@ def test_list_loras_endpoint_and_docs(demo_loras):
 def test_generate_endpoints_keep_their_parameters_and_append_loras_preset():
     import inspect
 
-    from playground.views.endpoints import _i2v, _t2v, _ti2v
+    from playground.views.endpoints import _i2v, _t2v, _ti2v, doc_values, document
+    from wan.configs import get_spec
 
     async def run(*a, **k):  # pragma: no cover - only the signatures are read
         return None
@@ -311,9 +312,10 @@ def test_generate_endpoints_keep_their_parameters_and_append_loras_preset():
     assert t2v[:12] == ["prompt", "negative_prompt", "size", "frame_num", "fps", "sampling_steps", "shift",
                         "sample_solver", "guide_scale_high", "guide_scale_low", "seed", "randomize_seed"]
     assert t2v[-2:] == ["loras", "preset"]
-    for fn in (_i2v(run), _ti2v(run)):
+    for task, fn in (("i2v-A14B", _i2v(run)), ("ti2v-5B", _ti2v(run))):
         params = list(inspect.signature(fn).parameters)
         assert params[-3:] == ["image", "loras", "preset"]
+        document(fn, **doc_values(task, get_spec(task), False, False))  # as the app documents it
         assert "loras:" in fn.__doc__ and "preset:" in fn.__doc__
 
 

@@ -115,11 +115,22 @@ _FORM_ARGS = (  # the Args lines every generate endpoint shares ({placeholders} 
     'sample_solver: the sampler: {solvers}. Default unipc.',
 )
 
+_SEED_ARGS = (  # the seed Args lines every generate endpoint shares
+    'seed: random seed, 0 to {max_seed} (-1: random); used only when randomize_seed is false.',
+    'randomize_seed: pick a random seed (the seed used is returned). Default true.',
+)
+
+_LORA_ARGS = (  # the LoRA/preset Args lines every generate endpoint shares
+    'loras: optional LoRAs as a JSON list, e.g. [{{"name": "style.safetensors", "strength": {strength_example}}}]: each name is a file in this server\'s LoRA folder (list_loras gives the files that fit this model); strength is {strength_doc}. Default: none.',
+    'preset: optional speed preset: {presets}. It sets steps, solver, shift, the schedule and the phases (CFG off) and adds its Lightning LoRA pair (from the LoRA folder{download}). Default: none.',
+)
+
 
 def document(fn: Callable[..., Any], **values: Any) -> Callable[..., Any]:
     """Fill the ``{placeholders}`` of ``fn``'s docstring (Gradio reads it for the API and MCP docs)."""
-    if "{form_args}" in (fn.__doc__ or "") and "form_args" not in values:
-        values = {**values, "form_args": "\n            ".join(_FORM_ARGS).format(**values)}
+    if "{form_args}" in (fn.__doc__ or ""):  # the shared Args lines, filled with the same values
+        shared = {"form_args": _FORM_ARGS, "seed_args": _SEED_ARGS, "lora_args": _LORA_ARGS}
+        values = {**values, **{k: "\n            ".join(lines).format(**values) for k, lines in shared.items()}}
     fn.__doc__ = (fn.__doc__ or "").format(**values)
     return fn
 
@@ -337,10 +348,8 @@ def _t2v(run: Run) -> Endpoint:
             {form_args}
             guide_scale_high: classifier-free guidance of the high-noise expert (early steps: layout, motion). Default {guide_high}.
             guide_scale_low: classifier-free guidance of the low-noise expert (late steps: detail). Default {guide_low}.
-            seed: random seed, 0 to {max_seed} (-1: random); used only when randomize_seed is false.
-            randomize_seed: pick a random seed (the seed used is returned). Default true.
-            loras: optional LoRAs as a JSON list, e.g. [{{"name": "style.safetensors", "strength": {strength_example}}}]: each name is a file in this server's LoRA folder (list_loras gives the files that fit this model); strength is {strength_doc}. Default: none.
-            preset: optional speed preset: {presets}. It sets steps, solver, shift, the schedule and the phases (CFG off) and adds its Lightning LoRA pair (from the LoRA folder{download}). Default: none.
+            {seed_args}
+            {lora_args}
 
         Returns:
             the mp4
@@ -366,11 +375,9 @@ def _i2v(run: Run) -> Endpoint:
             {form_args}
             guide_scale_high: classifier-free guidance of the high-noise expert (early steps: layout, motion). Default {guide_high}.
             guide_scale_low: classifier-free guidance of the low-noise expert (late steps: detail). Default {guide_low}.
-            seed: random seed, 0 to {max_seed} (-1: random); used only when randomize_seed is false.
-            randomize_seed: pick a random seed (the seed used is returned). Default true.
+            {seed_args}
             image: the first frame (PNG, JPEG or WebP, at most 25 MB); required. The video keeps the image's aspect ratio at about the pixel area of size.
-            loras: optional LoRAs as a JSON list, e.g. [{{"name": "style.safetensors", "strength": {strength_example}}}]: each name is a file in this server's LoRA folder (list_loras gives the files that fit this model); strength is {strength_doc}. Default: none.
-            preset: optional speed preset: {presets}. It sets steps, solver, shift, the schedule and the phases (CFG off) and adds its Lightning LoRA pair (from the LoRA folder{download}). Default: none.
+            {lora_args}
 
         Returns:
             the mp4
@@ -394,11 +401,9 @@ def _ti2v(run: Run) -> Endpoint:
         Args:
             {form_args}
             guide_scale: classifier-free guidance scale. Default {guide_high}.
-            seed: random seed, 0 to {max_seed} (-1: random); used only when randomize_seed is false.
-            randomize_seed: pick a random seed (the seed used is returned). Default true.
+            {seed_args}
             image: optional first frame (PNG, JPEG or WebP, at most 25 MB); leave empty for text-to-video.
-            loras: optional LoRAs as a JSON list, e.g. [{{"name": "style.safetensors", "strength": {strength_example}}}]: each name is a file in this server's LoRA folder (list_loras gives the files that fit this model); strength is {strength_doc}. Default: none.
-            preset: optional speed preset: {presets}. It sets steps, solver, shift, the schedule and the phases (CFG off) and adds its Lightning LoRA pair (from the LoRA folder{download}). Default: none.
+            {lora_args}
 
         Returns:
             the mp4
