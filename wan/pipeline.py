@@ -199,6 +199,7 @@ class WanVideoPipeline:
         text_device = "cpu" if (self.t5_cpu or self.offload) else self.device
         self.text_encoder.to(text_device)
         self.last_run: RunRecord | None = None
+        self.parallel: Any = None  # wan.distributed.ParallelState in a multi-process run (load_pipeline)
 
     # -- public
 
@@ -247,11 +248,24 @@ class WanVideoPipeline:
                 raise InputError("task", f"the request is for {request.task} but this pipeline runs {self.spec.task}")
         else:
             request = self.plan(request, **settings)
+        if self.parallel is not None:  # every rank runs rank 0's request (and so its seed)
+            request = self._parallel_request(request)
         self._load_loras(request)  # parsed (cached) and fitted to the experts before any model work
         context, context_null = self.encode_text(request.prompt, request.effective_negative_prompt)
         inputs = self.prepare_latents(request)
+        if self.parallel is not None:
+            self.parallel.broadcast_tensors(inputs.latents, inputs.y, inputs.first_frame, inputs.mask)
         latents = self.denoise(request, inputs, context, context_null, callback)
+        if self.parallel is not None and not self.parallel.is_main:
+            return None  # type: ignore[return-value]  # the VAE decodes on rank 0 only
         return self.decode(latents, decode_callback)
+
+    def _parallel_request(self, request: GenerationRequest) -> GenerationRequest:
+        """Rank 0's request on every rank; LoRAs are refused with a sharded DiT (they patch weights)."""
+        request = self.parallel.broadcast_object(request)
+        if request.loras and self.parallel.config.dit_fsdp:
+            raise InputError("loras", "LoRAs cannot be applied to an FSDP-sharded DiT; run without --dit_fsdp")
+        return request
 
     # -- stages
 
@@ -351,16 +365,17 @@ class WanVideoPipeline:
                     contexts_of = name
                 t_tensor = torch.tensor([t], dtype=torch.float64 if lightning else torch.int64, device=self.device)
                 t_model: Tensor = t_tensor if token_mask is None else token_mask * t_tensor
-                velocity = self._guided_velocity(
-                    model, latents, t_model, contexts[0], contexts[1], inputs.y, phase.guide_scale
-                )
+                guided = self._guided_velocity
+                if self.parallel is not None and self.parallel.cfg_group is not None:
+                    guided = self.parallel.guided_velocity  # cond and uncond on two rank groups
+                velocity = guided(model, latents, t_model, contexts[0], contexts[1], inputs.y, phase.guide_scale)
                 latents = scheduler.step(velocity, t, latents)
                 if inputs.first_frame is not None and inputs.mask is not None:
                     latents = (1.0 - inputs.mask) * inputs.first_frame + inputs.mask * latents
                 used.append(name)
                 guidance.append(phase.guide_scale)
                 strengths.append(tuple(s for _, s in step_loras))
-                if callback is not None and callback(i + 1, total, name, latents) is False:
+                if self._stop_after_step(callback, i + 1, total, name, latents):
                     raise GenerationCancelled(f"cancelled by the callback after step {i + 1}/{total}")
             completed = True
         finally:
@@ -382,6 +397,16 @@ class WanVideoPipeline:
                 resident_peak_bytes=self.experts.ledger.peak,
             )
         return latents
+
+    def _stop_after_step(self, callback: Callback | None, step: int, total: int, name: str, latents: Tensor) -> bool:
+        """Runs the step callback; in a parallel run every rank learns whether any rank stops."""
+        if self.parallel is None:
+            return callback is not None and callback(step, total, name, latents) is False
+        try:
+            stop = callback is not None and callback(step, total, name, latents) is False
+        except GenerationCancelled:
+            stop = True
+        return self.parallel.agree_stop(stop)
 
     def _load_loras(self, request: GenerationRequest) -> list[tuple[Any, Any]]:
         """``(LoraSpec, NormalizedLora)`` per LoRA of the request, checked against every expert it
@@ -482,6 +507,7 @@ def load_pipeline(
     t5_quantize: str | None = None,
     dit_files: Any = None,
     vae_tiling: bool | None = None,
+    parallel: Any = None,
 ) -> WanVideoPipeline:
     """Loads ``task`` from ``ckpt_dir`` (official or Diffusers layout) into a ``WanVideoPipeline``.
 
@@ -507,11 +533,31 @@ def load_pipeline(
     ``vae_tiling`` decodes/encodes in overlapping 256-px tiles (stride 192, one latent frame at a time,
     so progress and cancel still work): on by default in the ``"block"`` profile (the low-memory one),
     off otherwise; ``pipe.vae.enable_tiling(...)`` sets other sizes.
+    ``parallel`` (a ``wan.distributed.ParallelConfig``, on every rank of a torchrun world; see
+    ``wan.distributed``): Ulysses sequence parallel, CFG-parallel, FSDP of the DiT / umT5. ``device``
+    then defaults to ``cuda:LOCAL_RANK`` (CPU: gloo ranks); ``generate`` returns the video on rank 0
+    and None on the others. FSDP needs the ``"none"`` profile and no fp8.
     """
     from .configs import get_spec
     from .loading import load_components
 
     spec = get_spec(task)
+    state = None
+    if parallel is not None:
+        from .distributed import ParallelConfig, ParallelConfigError, init_parallel
+
+        if not isinstance(parallel, ParallelConfig):
+            raise TypeError(f"parallel must be a wan.distributed.ParallelConfig; got {type(parallel).__name__}")
+        if parallel.dit_fsdp and (quantize or dit_files is not None):
+            raise ParallelConfigError("dit_fsdp cannot shard fp8 weights; drop --quantize / the fp8 DiT files")
+        if parallel.t5_fsdp and (t5_cpu or t5_quantize):
+            raise ParallelConfigError("t5_fsdp shards the text encoder on the GPUs: drop --t5_cpu / --t5_quantize")
+        state = init_parallel(parallel, device)
+        device = state.device
+        if parallel.dit_fsdp and offload not in (None, False, "none"):
+            raise ParallelConfigError(f"dit_fsdp keeps its weight shards on the device: use offload 'none', not {offload!r}")
+        if parallel.dit_fsdp:
+            offload = "none"
     dev = _default_device() if device is None else torch.device(device)
     if dtype is None:
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
@@ -531,4 +577,20 @@ def load_pipeline(
     )
     if profile == "block" if vae_tiling is None else vae_tiling:
         pipe.vae.enable_tiling()
+    if state is not None:
+        _make_parallel(pipe, state)
     return pipe
+
+
+def _make_parallel(pipe: WanVideoPipeline, state: Any) -> None:
+    """Applies a ``ParallelState`` to a loaded pipeline: head check, Ulysses hooks, FSDP shards."""
+    from .distributed import check_heads, shard_dit, shard_text_encoder
+
+    for name, model in pipe.experts.experts.items():
+        check_heads(model.config.num_heads, state.config.ulysses_size, f"{pipe.spec.task} ({name})")
+        if state.config.dit_fsdp:
+            shard_dit(model, state.mesh)
+        model.set_sequence_parallel(state.sp)
+    if state.config.t5_fsdp:
+        shard_text_encoder(pipe.text_encoder, state.mesh)
+    pipe.parallel = state

@@ -18,6 +18,7 @@ Attribute names and ``nn.Sequential`` indices give the official state-dict keys.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -145,14 +146,21 @@ class _AttentionProjections(nn.Module):
 
 
 class SelfAttention(_AttentionProjections):
-    """Self-attention with 3D RoPE. ``x [B, L, dim]``, ``freqs`` complex ``[L, head_dim/2]`` -> ``[B, L, dim]``."""
+    """Self-attention with 3D RoPE. ``x [B, L, dim]``, ``freqs`` complex ``[L, head_dim/2]`` -> ``[B, L, dim]``.
+
+    With ``sequence_parallel`` set (``WanModel.set_sequence_parallel``), ``x``/``freqs`` are this rank's
+    token slice and the attention itself runs through the Ulysses all-to-alls.
+    """
+
+    sequence_parallel: Any = None
 
     def forward(self, x: Tensor, freqs: Tensor) -> Tensor:
         x = x.to(compute_dtype(self.q))
         v = self._heads(self.v(x))
         q = apply_rope(self._heads(self.norm_q(self.q(x))), freqs).to(v.dtype)
         k = apply_rope(self._heads(self.norm_k(self.k(x))), freqs).to(v.dtype)
-        return self._out(attention(q, k, v))
+        sp = self.sequence_parallel
+        return self._out(attention(q, k, v) if sp is None else sp.attention(q, k, v))
 
 
 class CrossAttention(_AttentionProjections):

@@ -302,6 +302,18 @@ class WanModel(nn.Module):
         self.head = Head(dim, cfg.patch_volume * cfg.out_dim, cfg.eps)
         # (f, h, w, device) -> RoPE table; a plain attribute, not a buffer (state_dict keys unchanged)
         self._rope_cache: OrderedDict[tuple[int, int, int, torch.device], Tensor] = OrderedDict()
+        self.sequence_parallel: Any = None  # wan.distributed.SequenceParallel while sharding tokens
+
+    def set_sequence_parallel(self, sp: Any) -> None:
+        """Split every forward's video tokens over a Ulysses group (``wan.distributed.SequenceParallel``;
+        None: the single-process path, unchanged). The heads must divide by the group size."""
+        if sp is not None and self.config.num_heads % sp.size:
+            from wan.distributed.config import check_heads
+
+            check_heads(self.config.num_heads, sp.size)
+        self.sequence_parallel = sp
+        for block in self.blocks:
+            block.self_attn.sequence_parallel = sp
 
     def rope_table(self, grid: tuple[int, int, int], device: torch.device) -> Tensor:
         """``rope_frequencies(grid, head_dim, device)``, cached per ``(f, h, w, device)`` (the last
@@ -428,6 +440,9 @@ class WanModel(nn.Module):
         tokens = self.patch_embedding(x.to(self.patch_embedding.weight.dtype))
         tokens = rearrange(tokens, "b c f h w -> b (f h w) c").float()
         freqs = self.rope_table((f, h, w), x.device)
+        sp = self.sequence_parallel
+        if sp is not None:  # this rank's slice of the (padded) tokens, RoPE rows and timestep index
+            tokens, freqs, t_index = sp.shard(tokens, freqs, t_index)
         if isinstance(context, ContextCache):
             for block, kv in zip(self.blocks, context.kv, strict=True):
                 tokens = block(tokens, e0, t_index, kv, freqs)
@@ -437,6 +452,8 @@ class WanModel(nn.Module):
                 tokens = block(tokens, e0, t_index, ctx, freqs)
 
         out = self.head(tokens, e, t_index)
+        if sp is not None:
+            out = sp.gather(out)  # [B, L, out] on every rank
         return rearrange(
             out, "b (f h w) (p q r c) -> b c (f p) (h q) (w r)", f=f, h=h, w=w, p=p_t, q=p_h, r=p_w
         )
