@@ -33,6 +33,18 @@ def run_case(case: dict, plan: dict) -> None:
     if rank != 0:
         settings["seed"] = settings["seed"] + 1000 + rank  # overridden by rank 0's request
     steps: list[int] = []
+    if "cancel_at" in case:  # rank 0's callback stops the run: every rank must stop after that step
+        from wan.errors import GenerationCancelled
+
+        def stop(step: int, *_: object) -> bool:
+            steps.append(step)
+            return not (rank == 0 and step == case["cancel_at"])
+
+        try:
+            pipe.generate(pipe.plan(**settings), callback=stop)
+        except GenerationCancelled:
+            (Path(plan["out"]) / f"{case['name']}.rank{rank}").write_text(json.dumps(steps))
+        return
     video = pipe.generate(pipe.plan(**settings), callback=lambda step, *_: steps.append(step))
     assert pipe.last_run is not None and pipe.last_run.request.seed == case["settings"]["seed"], pipe.last_run
     assert steps == list(range(1, settings["sampling_steps"] + 1)), steps

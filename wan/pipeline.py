@@ -552,12 +552,12 @@ def load_pipeline(
             raise ParallelConfigError("dit_fsdp cannot shard fp8 weights; drop --quantize / the fp8 DiT files")
         if parallel.t5_fsdp and (t5_cpu or t5_quantize):
             raise ParallelConfigError("t5_fsdp shards the text encoder on the GPUs: drop --t5_cpu / --t5_quantize")
-        state = init_parallel(parallel, device)
-        device = state.device
         if parallel.dit_fsdp and offload not in (None, False, "none"):
             raise ParallelConfigError(f"dit_fsdp keeps its weight shards on the device: use offload 'none', not {offload!r}")
         if parallel.dit_fsdp:
             offload = "none"
+        state = init_parallel(parallel, device)
+        device = state.device
     dev = _default_device() if device is None else torch.device(device)
     if dtype is None:
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32

@@ -77,9 +77,8 @@ class ParallelConfig:
     def check_world(self, world_size: int) -> None:
         """The launched world must be exactly ``cfg_size x ulysses_size`` processes."""
         if world_size != self.world_size:
-            layout = f"ulysses_size {self.ulysses_size}" + (" x cfg_parallel 2" if self.cfg_parallel else "")
             raise ParallelConfigError(
-                f"{world_size} processes were launched but {layout} needs {self.world_size}: start with "
+                f"{world_size} processes were launched but {self.describe()} needs {self.world_size}: start with "
                 f"torchrun --nproc_per_node {self.world_size}, or set --ulysses_size so that "
                 f"ulysses_size{' x 2' if self.cfg_parallel else ''} = {world_size}"
             )
