@@ -132,7 +132,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, choices=DTYPES, help="DiT weight dtype (default: bfloat16 on CUDA, float32 on CPU)")
     p.add_argument("--any_size", action="store_true", help="accept any size that is a multiple of 16 (A14B) / 32 (5B)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = p.add_argument_group("multi-GPU (under torchrun --nproc_per_node N; only rank 0 writes the mp4)")
+    g.add_argument("--ulysses_size", type=int, default=1, metavar="U",
+                   help="Ulysses sequence parallel over U ranks; must divide the heads (A14B 40, 5B 24). "
+                        "N = U, or 2U with --cfg_parallel")
+    g.add_argument("--cfg_parallel", action="store_true", help="cond and uncond passes on two rank groups (N = 2U)")
+    g.add_argument("--dit_fsdp", action="store_true", help="shard the DiT weights over the ranks (FSDP2)")
+    g.add_argument("--t5_fsdp", action="store_true", help="shard the umT5 text encoder over the ranks (FSDP2)")
     return p
+
+
+def parallel_config(args: argparse.Namespace) -> Any:
+    """The ``ParallelConfig`` of a torchrun world (or of any multi-GPU flag); None for one process."""
+    import os
+
+    from wan.distributed import ParallelConfig
+
+    flags = args.ulysses_size != 1 or args.cfg_parallel or args.dit_fsdp or args.t5_fsdp
+    if not flags and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return None
+    return ParallelConfig(ulysses_size=args.ulysses_size, cfg_parallel=args.cfg_parallel,
+                          dit_fsdp=args.dit_fsdp, t5_fsdp=args.t5_fsdp)  # fmt: skip
 
 
 def default_save_file(task: str, size: tuple[int, int], prompt: str) -> Path:
@@ -196,11 +216,8 @@ def _lora_arg(args: argparse.Namespace, text: str) -> tuple[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from tqdm import tqdm
-
     import wan
-    from wan import video as wan_video
-    from wan.errors import GenerationCancelled, InputError
+    from wan.errors import InputError
 
     prompt = args.prompt if args.prompt is not None else EXAMPLE_PROMPTS[args.task]
     # one validated request, before any weights load
@@ -214,18 +231,42 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     offload = args.offload if args.offload is not None else args.offload_model
     try:
+        parallel = parallel_config(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
         pipe = wan.load_pipeline(
             args.task, args.ckpt_dir, device=args.device, dtype=args.dtype, offload=offload,
             t5_cpu=args.t5_cpu, any_size=args.any_size, offload_blocks=args.offload_blocks,
-            quantize=args.quantize, t5_quantize=args.t5_quantize,
+            quantize=args.quantize, t5_quantize=args.t5_quantize, parallel=parallel,
         )  # fmt: skip
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: cannot load {args.task} from {args.ckpt_dir}: {e}", file=sys.stderr)
         return 2
+    try:
+        return _run(args, pipe, request, prompt)
+    finally:
+        if pipe.parallel is not None:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _run(args: argparse.Namespace, pipe: Any, request: Any, prompt: str) -> int:
+    """Generates on every rank; rank 0 (the only rank of a plain run) reports and writes the mp4."""
+    from tqdm import tqdm
+
+    from wan import video as wan_video
+    from wan.errors import GenerationCancelled
+
+    main_rank = pipe.parallel is None or pipe.parallel.is_main
+    quiet = args.quiet or not main_rank
     profile = pipe.profile + (f" x{pipe.offload_blocks}" if pipe.profile == "block" else "")
-    if not args.quiet:
-        print(f"memory profile: {profile} (device {pipe.device})", file=sys.stderr)
-    bar = tqdm(total=request.sampling_steps, unit="step", disable=args.quiet, desc=args.task, file=sys.stderr)
+    if not quiet:
+        layout = "" if pipe.parallel is None else f", {pipe.parallel.world_size} ranks: {pipe.parallel.config.describe()}"
+        print(f"memory profile: {profile} (device {pipe.device}{layout})", file=sys.stderr)
+    bar = tqdm(total=request.sampling_steps, unit="step", disable=quiet, desc=args.task, file=sys.stderr)
 
     def on_step(step: int, total: int, expert: str, latents: Any) -> None:
         bar.set_postfix_str(expert)
@@ -238,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         bar.close()
+    if not main_rank:
+        return 0
+    request = pipe.last_run.request  # rank 0's request (its seed) in a parallel run
     save_file = Path(args.save_file) if args.save_file else default_save_file(args.task, request.output_size, prompt)
     save_file.parent.mkdir(parents=True, exist_ok=True)
     wan_video.save_video(video, save_file, fps=request.fps, metadata=settings_dict(request, tuple(video.shape)))
