@@ -248,6 +248,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "default on CUDA), block (DiT blocks streamed from pinned RAM, VAE on the GPU only to "
                         "decode: the least VRAM). Bare --offload = expert, --no-offload = none (the old flags)")
     p.add_argument("--no-offload", dest="offload", action="store_const", const="none", help=argparse.SUPPRESS)
+    p.add_argument("--gpus", type=int, default=1, metavar="N",
+                   help="run each job across N GPUs (Ulysses sequence parallel, or CFG-parallel x Ulysses when N "
+                        "does not divide the heads); the app spawns the N worker ranks itself. On CPU (--demo): "
+                        "N gloo ranks. Not on ZeroGPU (one GPU per call)")
     p.add_argument("--quantize", default=None, choices=["fp8"],
                    help="fp8 weights for the DiT's block linears and the text encoder (about half the VRAM of bf16)")
     p.add_argument("--extender", default="offline", choices=["offline", "openai", "local"],
@@ -298,10 +302,23 @@ def main(argv: list[str] | None = None) -> None:
         # The generate tools take the prompt assistant's fields from a gr.State; over MCP it stays None
         # (no assistant fields are stored with the result), which is what we want: no warning for it.
         warnings.filterwarnings("ignore", message="This MCP server includes a tool that has a gr.State input")
-    engine = Engine(
+    engine_args = dict(
         ckpt_dir=args.ckpt_dir, demo=args.demo, demo_root=args.demo_dir, device=args.device,
         dtype=args.dtype, offload=args.offload, allow_download=args.download, quantize=args.quantize,
     )
+    if args.gpus < 1:
+        sys.exit(f"--gpus must be >= 1; got {args.gpus}")
+    if args.gpus > 1:
+        if on_zero_gpu():
+            sys.exit("--gpus N is for a local multi-GPU server; on ZeroGPU each call gets one GPU (drop --gpus)")
+        from playground.multigpu import GroupEngine
+
+        try:
+            engine: Engine = GroupEngine(gpus=args.gpus, **engine_args)
+        except ValueError as e:
+            sys.exit(f"--gpus {args.gpus}: {e}")
+    else:
+        engine = Engine(**engine_args)
     store = HistoryStore(args.outputs)
     any_size = args.any_size or args.demo
     lora_dir = args.demo_dir / "loras" if args.demo else args.lora_dir
