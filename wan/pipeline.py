@@ -543,21 +543,11 @@ def load_pipeline(
 
     spec = get_spec(task)
     state = None
-    if parallel is not None:
-        from .distributed import ParallelConfig, ParallelConfigError, init_parallel
+    if parallel is not None:  # wan.distributed: check the layout against the options, join the group
+        from .distributed import start_parallel
 
-        if not isinstance(parallel, ParallelConfig):
-            raise TypeError(f"parallel must be a wan.distributed.ParallelConfig; got {type(parallel).__name__}")
-        if parallel.dit_fsdp and (quantize or dit_files is not None):
-            raise ParallelConfigError("dit_fsdp cannot shard fp8 weights; drop --quantize / the fp8 DiT files")
-        if parallel.t5_fsdp and (t5_cpu or t5_quantize):
-            raise ParallelConfigError("t5_fsdp shards the text encoder on the GPUs: drop --t5_cpu / --t5_quantize")
-        if parallel.dit_fsdp and offload not in (None, False, "none"):
-            raise ParallelConfigError(f"dit_fsdp keeps its weight shards on the device: use offload 'none', not {offload!r}")
-        if parallel.dit_fsdp:
-            offload = "none"
-        state = init_parallel(parallel, device)
-        device = state.device
+        state, device, offload = start_parallel(parallel, device=device, offload=offload, quantize=quantize,
+                                                dit_files=dit_files, t5_cpu=t5_cpu, t5_quantize=t5_quantize)  # fmt: skip
     dev = _default_device() if device is None else torch.device(device)
     if dtype is None:
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
@@ -578,19 +568,5 @@ def load_pipeline(
     if profile == "block" if vae_tiling is None else vae_tiling:
         pipe.vae.enable_tiling()
     if state is not None:
-        _make_parallel(pipe, state)
+        state.attach(pipe)  # head check, Ulysses hooks, FSDP shards; pipe.parallel = state
     return pipe
-
-
-def _make_parallel(pipe: WanVideoPipeline, state: Any) -> None:
-    """Applies a ``ParallelState`` to a loaded pipeline: head check, Ulysses hooks, FSDP shards."""
-    from .distributed import check_heads, shard_dit, shard_text_encoder
-
-    for name, model in pipe.experts.experts.items():
-        check_heads(model.config.num_heads, state.config.ulysses_size, f"{pipe.spec.task} ({name})")
-        if state.config.dit_fsdp:
-            shard_dit(model, state.mesh)
-        model.set_sequence_parallel(state.sp)
-    if state.config.t5_fsdp:
-        shard_text_encoder(pipe.text_encoder, state.mesh)
-    pipe.parallel = state

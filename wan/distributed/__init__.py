@@ -28,9 +28,10 @@ __all__ = [
     "init_parallel",
     "shard_dit",
     "shard_text_encoder",
+    "start_parallel",
 ]
 
-_LAZY = {"ParallelState": "state", "init_parallel": "state", "SequenceParallel": "ulysses",
+_LAZY = {"ParallelState": "state", "init_parallel": "state", "start_parallel": "state", "SequenceParallel": "ulysses",
          "shard_dit": "fsdp", "shard_text_encoder": "fsdp"}  # fmt: skip
 
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from .config import ParallelConfig, ParallelConfigError
 from .ulysses import SequenceParallel
 
-__all__ = ["ParallelState", "init_parallel"]
+__all__ = ["ParallelState", "init_parallel", "start_parallel"]
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -47,6 +47,20 @@ class ParallelState:
     def is_main(self) -> bool:
         """Rank 0: builds the request, decodes the video, writes files, reports progress."""
         return self.rank == 0
+
+    def attach(self, pipe: Any) -> None:
+        """Makes a loaded ``WanVideoPipeline`` parallel: head check, Ulysses hooks, FSDP shards."""
+        from .config import check_heads
+        from .fsdp import shard_dit, shard_text_encoder
+
+        for name, model in pipe.experts.experts.items():
+            check_heads(model.config.num_heads, self.config.ulysses_size, f"{pipe.spec.task} ({name})")
+            if self.config.dit_fsdp:
+                shard_dit(model, self.mesh)
+            model.set_sequence_parallel(self.sp)
+        if self.config.t5_fsdp:
+            shard_text_encoder(pipe.text_encoder, self.mesh)
+        pipe.parallel = self
 
     def broadcast_object(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank (pickled)."""
@@ -137,3 +151,20 @@ def init_parallel(
 
         state.mesh = init_device_mesh(dev.type, (world,))
     return state
+
+
+def start_parallel(
+    config: Any, *, device: Any, offload: Any, quantize: Any, dit_files: Any, t5_cpu: bool, t5_quantize: Any
+) -> tuple[ParallelState, torch.device, Any]:
+    """``load_pipeline``'s first step with ``parallel=``: checks the config against the load options
+    (FSDP: profile ``none``, no fp8, umT5 on the GPUs), joins the group; -> (state, device, offload)."""
+    if not isinstance(config, ParallelConfig):
+        raise TypeError(f"parallel must be a wan.distributed.ParallelConfig; got {type(config).__name__}")
+    if config.dit_fsdp and (quantize or dit_files is not None):
+        raise ParallelConfigError("dit_fsdp cannot shard fp8 weights; drop --quantize / the fp8 DiT files")
+    if config.t5_fsdp and (t5_cpu or t5_quantize):
+        raise ParallelConfigError("t5_fsdp shards the text encoder on the GPUs: drop --t5_cpu / --t5_quantize")
+    if config.dit_fsdp and offload not in (None, False, "none"):
+        raise ParallelConfigError(f"dit_fsdp keeps its weight shards on the device: use offload 'none', not {offload!r}")
+    state = init_parallel(config, device)
+    return state, state.device, "none" if config.dit_fsdp else offload
