@@ -26,8 +26,9 @@ def run_case(case: dict, plan: dict) -> None:
 
     rank = dist.get_rank()
     config = ParallelConfig(**case["parallel"])
-    pipe = wan.load_pipeline(case["task"], plan["ckpt"][case["task"]], device="cpu", dtype=torch.float32,
-                             any_size=True, parallel=config, **case.get("load", {}))  # fmt: skip
+    load = {"dtype": "float32", **case.get("load", {})}
+    pipe = wan.load_pipeline(case["task"], plan["ckpt"][case["task"]], device="cpu", any_size=True,
+                             parallel=config, **load)  # fmt: skip
     check_layout(pipe, config)
     settings = dict(case["settings"])
     if rank != 0:

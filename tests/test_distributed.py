@@ -47,6 +47,8 @@ COMBINED = {"cfg2_ulysses2_fsdp": {"ulysses_size": 2, "cfg_parallel": True, "dit
 # the memory profiles keep working per rank (each rank swaps its own experts)
 PROFILES = {"ulysses2_expert": ("t2v", {"ulysses_size": 2}, {"offload": "expert"}),
             "cfg2_block": ("i2v", {"cfg_parallel": True}, {"offload": "block"})}  # fmt: skip
+# bf16 DiT with float32-kept parameters (the GPU layout): FSDP units of mixed dtypes
+BF16 = {"fsdp_bf16": ("ti2v_image", {"ulysses_size": 2, "dit_fsdp": True, "t5_fsdp": True}, {"dtype": "bfloat16"})}
 
 
 def free_port() -> int:
@@ -105,7 +107,8 @@ def two_rank_outputs(tmp_path_factory, tiny_ckpt, images) -> Path:
               "settings": mode_settings(mode, images)}
              for layout, parallel in LAYOUTS.items() for mode in MODES]  # fmt: skip
     cases += [{"name": name, "task": MODES[mode]["task"], "parallel": parallel, "load": load,
-               "settings": mode_settings(mode, images)} for name, (mode, parallel, load) in PROFILES.items()]  # fmt: skip
+               "settings": mode_settings(mode, images)}
+              for name, (mode, parallel, load) in {**PROFILES, **BF16}.items()]  # fmt: skip
     cases.append({"name": "cancel", "task": "t2v-A14B", "parallel": {"ulysses_size": 2}, "cancel_at": 2,
                   "settings": mode_settings("t2v", images)})  # fmt: skip
     model_cases = [{"name": f"model-runs{n}", "task": "ti2v-5B", "folder": ".", "shape": [48, 3, 2, 6], "max_runs": n}
@@ -129,15 +132,15 @@ def reference(tiny_ckpt, images):
     pipes: dict[str, Any] = {}
     videos: dict[str, torch.Tensor] = {}
 
-    def get(mode: str) -> torch.Tensor:
-        if mode not in videos:
+    def get(mode: str, dtype: str = "float32") -> torch.Tensor:
+        if (mode, dtype) not in videos:
             task = MODES[mode]["task"]
-            if task not in pipes:
-                pipes[task] = wan.load_pipeline(task, tiny_ckpt(task), device="cpu", dtype=torch.float32,
-                                                offload="none", any_size=True)  # fmt: skip
-            pipe = pipes[task]
-            videos[mode] = pipe.generate(pipe.plan(**mode_settings(mode, images)))
-        return videos[mode]
+            if (task, dtype) not in pipes:
+                pipes[task, dtype] = wan.load_pipeline(task, tiny_ckpt(task), device="cpu", dtype=dtype,
+                                                       offload="none", any_size=True)  # fmt: skip
+            pipe = pipes[task, dtype]
+            videos[mode, dtype] = pipe.generate(pipe.plan(**mode_settings(mode, images)))
+        return videos[mode, dtype]
 
     return get
 
@@ -155,6 +158,11 @@ TWO_RANK_CASES += [(mode, name) for name, (mode, _, _) in PROFILES.items()]
 @pytest.mark.parametrize(("mode", "name"), TWO_RANK_CASES, ids=[name for _, name in TWO_RANK_CASES])
 def test_two_ranks_equal_single_process(two_rank_outputs, reference, mode, name):
     assert_close(torch.load(two_rank_outputs / f"{name}.pt"), reference(mode))
+
+
+def test_fsdp_of_a_bf16_dit_with_float32_kept_parameters(two_rank_outputs, reference):
+    mode, _, _ = BF16["fsdp_bf16"]
+    assert_close(torch.load(two_rank_outputs / "fsdp_bf16.pt"), reference(mode, "bfloat16"))
 
 
 @pytest.mark.parametrize("mode", list(MODES))
