@@ -7,7 +7,10 @@ Flags follow the official ``generate.py`` (``--task --size --frame_num --ckpt_di
 --t5_cpu --save_file --prompt --base_seed --image --sample_solver --sample_steps --sample_shift
 --sample_guide_scale``); additions: ``--negative_prompt``, ``--fps``, ``--device``, ``--dtype``,
 ``--any_size``, ``--quiet`` and the memory profile ``--offload {none,expert,block}`` with
-``--offload_blocks N`` (``--offload_model true/false`` is the official spelling of expert/none). ``--sample_guide_scale`` takes one number (both experts, as official)
+``--offload_blocks N`` (``--offload_model true/false`` is the official spelling of expert/none). Multi-GPU,
+under ``torchrun --nproc_per_node N``: ``--ulysses_size U`` (official), ``--cfg_parallel`` (N = 2U),
+``--dit_fsdp``, ``--t5_fsdp`` (official); every rank builds the request, rank 0's (its seed) is used,
+and only rank 0 prints and writes the mp4. ``--sample_guide_scale`` takes one number (both experts, as official)
 or ``LOW,HIGH`` for the A14B experts (the official tuple order). The flags build one
 ``wan.request.GenerationRequest`` (validated before any weights load); the mp4 carries that
 request's own settings JSON in its ``comment`` tag (readable with ``wan.video.read_video_metadata``;
