@@ -101,9 +101,11 @@ class SequenceParallel:
         p = self.size
         if q.shape[2] % p:
             raise ValueError(f"{q.shape[2]} heads cannot be split over {p} Ulysses ranks")
-        qkv = torch.stack([q, k, v])  # [3, B, s, N, D]
+        b, s, heads, d = q.shape
         # chunk j of dim 0 (head group j) goes to rank j; chunk i received holds rank i's tokens
-        send = rearrange(qkv, "three b s (p n) d -> p three b s n d", p=p).contiguous()
+        send = q.new_empty((p, 3, b, s, heads // p, d))
+        for i, x in enumerate((q, k, v)):  # one copy each, straight into the send buffer
+            send[:, i].copy_(rearrange(x, "b s (p n) d -> p b s n d", p=p))
         recv = self._all_to_all(send)
         full = rearrange(recv, "p three b s n d -> three b (p s) n d")[:, :, : self.seq_len]
         out = attention(full[0], full[1], full[2])  # [B, L, N/p, D]
