@@ -111,6 +111,8 @@ def _worker_main(rank: int, port: int, settings: WorkerSettings, jobs: Any, even
     torch.set_num_threads(settings.threads)
     device = f"cuda:{rank}" if settings.device == "cuda" else "cpu"
     backend = "nccl" if settings.device == "cuda" else "gloo"
+    if settings.device == "cuda":
+        torch.cuda.set_device(rank)  # before the NCCL communicator exists
     dist.init_process_group(backend, rank=rank, world_size=settings.world, timeout=datetime.timedelta(hours=2))
     pipe, task = None, None
     main = rank == 0
