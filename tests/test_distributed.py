@@ -35,6 +35,10 @@ MODES: dict[str, dict[str, Any]] = {
     "ti2v_text": {"task": "ti2v-5B", "settings": {"size": [96, 32]}},
     "ti2v_image": {"task": "ti2v-5B", "settings": {"size": [96, 32]}, "image": (32, 96)},
 }
+# guidance 1 (e.g. Lightning): CFG-parallel ranks both run the conditional pass, no exchange
+EXTRA_MODES: dict[str, dict[str, Any]] = {
+    "t2v_cfg1": {"task": "t2v-A14B", "settings": {"size": [80, 48], "shift": 1.0, "guide_scale": 1.0}},
+}
 COMMON = {"prompt": "a red fox runs through snow", "frame_num": 9, "sampling_steps": 3, "seed": 11}
 LAYOUTS: dict[str, dict[str, Any]] = {
     "ulysses2": {"ulysses_size": 2},
@@ -44,9 +48,11 @@ LAYOUTS: dict[str, dict[str, Any]] = {
 }
 # 4 ranks: cfg 2 x ulysses 2 (+ FSDP over all 4)
 COMBINED = {"cfg2_ulysses2_fsdp": {"ulysses_size": 2, "cfg_parallel": True, "dit_fsdp": True, "t5_fsdp": True}}
-# the memory profiles keep working per rank (each rank swaps its own experts)
+# single cases (mode, layout, load options): the memory profiles keep working per rank (each rank
+# swaps its own experts); CFG-parallel with guidance 1
 PROFILES = {"ulysses2_expert": ("t2v", {"ulysses_size": 2}, {"offload": "expert"}),
-            "cfg2_block": ("i2v", {"cfg_parallel": True}, {"offload": "block"})}  # fmt: skip
+            "cfg2_block": ("i2v", {"cfg_parallel": True}, {"offload": "block"}),
+            "cfg2_guidance1": ("t2v_cfg1", {"cfg_parallel": True}, {})}  # fmt: skip
 # bf16 DiT with float32-kept parameters (the GPU layout): FSDP units of mixed dtypes
 BF16 = {"fsdp_bf16": ("ti2v_image", {"ulysses_size": 2, "dit_fsdp": True, "t5_fsdp": True}, {"dtype": "bfloat16"})}
 
@@ -70,8 +76,9 @@ def torchrun(nproc: int, args: list[str], *, timeout: float = 240) -> subprocess
 
 
 def mode_settings(mode: str, images: dict[str, str]) -> dict[str, Any]:
-    settings = {**COMMON, **MODES[mode]["settings"]}
-    if "image" in MODES[mode]:
+    cfg = {**MODES, **EXTRA_MODES}[mode]
+    settings = {**COMMON, **cfg["settings"]}
+    if "image" in cfg:
         settings["image"] = images[mode]
     return settings
 
@@ -106,7 +113,7 @@ def two_rank_outputs(tmp_path_factory, tiny_ckpt, images) -> Path:
     cases = [{"name": f"{mode}-{layout}", "task": MODES[mode]["task"], "parallel": parallel,
               "settings": mode_settings(mode, images)}
              for layout, parallel in LAYOUTS.items() for mode in MODES]  # fmt: skip
-    cases += [{"name": name, "task": MODES[mode]["task"], "parallel": parallel, "load": load,
+    cases += [{"name": name, "task": {**MODES, **EXTRA_MODES}[mode]["task"], "parallel": parallel, "load": load,
                "settings": mode_settings(mode, images)}
               for name, (mode, parallel, load) in {**PROFILES, **BF16}.items()]  # fmt: skip
     cases.append({"name": "cancel", "task": "t2v-A14B", "parallel": {"ulysses_size": 2}, "cancel_at": 2,
@@ -134,7 +141,7 @@ def reference(tiny_ckpt, images):
 
     def get(mode: str, dtype: str = "float32") -> torch.Tensor:
         if (mode, dtype) not in videos:
-            task = MODES[mode]["task"]
+            task = {**MODES, **EXTRA_MODES}[mode]["task"]
             if (task, dtype) not in pipes:
                 pipes[task, dtype] = wan.load_pipeline(task, tiny_ckpt(task), device="cpu", dtype=dtype,
                                                        offload="none", any_size=True)  # fmt: skip
