@@ -65,6 +65,10 @@ def test_group_engine_matches_single_process_cancels_and_survives_a_killed_worke
         assert engine.group.restarts == 1 and not set(engine.group.pids) & set(pids)
         assert engine.resident_task is None
         assert torch.equal(engine.generate(req), reference)  # the new group reloads and serves
+
+        os.kill(engine.group.pids[0], signal.SIGKILL)  # a rank that dies while idle: restarted before the next job
+        engine.group.procs[0].join(10)
+        assert torch.equal(engine.generate(req), reference) and engine.group.restarts == 2
     finally:
         engine.close()
     assert engine.group.procs == []
