@@ -152,7 +152,7 @@ def _worker_main(rank: int, port: int, settings: WorkerSettings, jobs: Any, even
                 events.put(("cancelled", str(e)))
         except InputError as e:
             if main:
-                events.put(("input_error", e.field, e.message if hasattr(e, "message") else str(e)))
+                events.put(("input_error", e.field, e.message))
         except BaseException as e:  # noqa: BLE001 - reported, then this rank leaves (the group restarts)
             if main:
                 events.put(("error", f"{type(e).__name__}: {e}"))
