@@ -20,7 +20,7 @@ from wan.configs import ModelSpec
 
 from .common import AppOptions, request_lang, t, user_error
 from .endpoints import DEMO_DEFAULTS, default_values
-from .safe import md
+from .safe import md, toast
 
 __all__ = ["DRAFT", "MemoryPanel", "QualityPresets", "describe_memory", "draft_values", "initial_values", "negative_gloss", "official_values",
            "status_markdown"]
@@ -117,6 +117,28 @@ def describe_memory(setting: MemorySetting, lang: str) -> str:
     return " · ".join(parts)
 
 
+class _BlocksSlider(gr.Slider):
+    """The blocks-ahead slider: its value reaches ``MemoryPanel.apply`` as sent, which checks it and
+    answers in the user's language (Gradio's own range check speaks English only)."""
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        return payload
+
+
+def _blocks_value(value: Any) -> int | None:
+    """A whole number of blocks from 1 to ``MAX_OFFLOAD_BLOCKS`` (``3``, ``3.0``, ``"3"``), else None."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        return None
+    return int(value) if 1 <= value <= MAX_OFFLOAD_BLOCKS else None
+
+
 class MemoryPanel:
     """The app-wide memory setting (one engine serves every tab): profile none / expert / block, blocks
     ahead, fp8 weights, tiled VAE, each with its documented GPU/RAM cost next to it.
@@ -141,7 +163,7 @@ class MemoryPanel:
                     self.profile = gr.Radio([(t(f"memory.profile_{p}"), p) for p in MEMORY_PROFILES],
                                             label=t("memory.profile"), info=t("memory.profile_info"),
                                             interactive=edit, elem_id="memory-profile")
-                    self.blocks = gr.Slider(1, MAX_OFFLOAD_BLOCKS, step=1, label=t("memory.blocks"),
+                    self.blocks = _BlocksSlider(1, MAX_OFFLOAD_BLOCKS, step=1, label=t("memory.blocks"),
                                             info=t("memory.blocks_info"), interactive=edit, elem_id="memory-blocks")
                     with gr.Row():
                         self.fp8 = gr.Checkbox(label=t("memory.fp8"), info=t("memory.fp8_info"), interactive=edit,
@@ -182,8 +204,11 @@ class MemoryPanel:
         lang = request_lang(request)
         if not self.editable:  # no event is wired on a public server; a direct call still gets a clear no
             raise user_error(tr("memory.readonly", lang), title=tr("memory.section_plain", lang))
+        n = _blocks_value(blocks)
+        if n is None:
+            raise user_error(toast(tr("memory.bad_blocks", lang, max=MAX_OFFLOAD_BLOCKS, value=str(blocks)[:40])),
+                             title=tr("memory.section_plain", lang))
         try:
-            n = int(blocks) if isinstance(blocks, (int, float)) and float(blocks).is_integer() else blocks
             setting = MemorySetting(profile, n, "fp8" if fp8 else None, bool(tiling))
         except ValueError as e:
             raise user_error(tr("memory.bad", lang, message=e), title=tr("memory.section_plain", lang)) from e
