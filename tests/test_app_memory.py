@@ -20,6 +20,7 @@ from playground.engine import Engine, MemorySetting
 from playground.history import HistoryStore
 from playground.studio import Studio
 from test_app import API, ID_RE, ROOT, generate, generate_args, launch_app, settings_of, stop_app
+from test_browser import ARTIFACTS, browser  # noqa: F401 - the browser fixture
 
 pytestmark = pytest.mark.slow
 
@@ -186,3 +187,41 @@ def test_public_server_shows_the_setting_read_only(tmp_path):
         assert recorded == {"offload": "block", "offload_blocks": 2, "quantize": None, "vae_tiling": True}
     finally:
         stop_app(server)
+
+
+@pytest.mark.browser
+def test_memory_panel_in_a_browser(browser, app_server):  # noqa: F811 - the browser fixture
+    """The panel in Chromium: open it, pick block (tiled VAE follows, blocks ahead unlocks), Apply, read
+    the status; screenshots at desktop (1280) and phone (390) widths."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    app_server.client().predict("none", 2, False, False, api_name="/set_memory_profile")
+    for width, height, name in ((1280, 900, "memory_panel_desktop.png"), (390, 844, "memory_panel_phone.png")):
+        ctx = browser.new_context(viewport={"width": width, "height": height}, locale="en-US")
+        page = ctx.new_page()
+        page.goto(app_server.url)
+        panel = page.locator("#memory-panel")
+        panel.get_by_text("⚙ Memory profile (GPU / RAM)").click()
+        status = page.locator("#memory-status")
+        status.get_by_text("The next generation uses:").wait_for(timeout=60_000)
+        if width == 1280:
+            assert "none · full-precision weights" in status.inner_text()
+            blocks = page.locator("#memory-blocks input[type=number]")
+            assert blocks.is_disabled()
+            page.locator("#memory-profile").get_by_text("block — DiT blocks streamed from RAM").click()
+            page.wait_for_function("() => !document.querySelector('#memory-blocks input[type=number]').disabled")
+            assert page.locator("#memory-tiling input[type=checkbox]").is_checked()  # the block default
+            page.locator("#memory-fp8 input[type=checkbox]").check()
+            page.locator("#memory-apply").click()
+            status.get_by_text("Saved: the next generation loads the models with").wait_for(timeout=30_000)
+            assert "block · 2 blocks ahead · fp8 · tiled VAE" in status.inner_text()
+        else:  # another visitor's page shows what the server now uses
+            assert "block · 2 blocks ahead · fp8 · tiled VAE" in status.inner_text()
+            assert page.locator("#memory-fp8 input[type=checkbox]").is_checked()
+        panel.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / name), full_page=False)
+        ctx.close()
+    c = app_server.client()
+    _, _, _, link = generate(c, "ti2v-5B")
+    assert settings_of(app_server, ID_RE.search(link).group(1))["memory"] == {
+        "offload": "block", "offload_blocks": 2, "quantize": "fp8", "vae_tiling": True}
+    c.predict("none", 2, False, False, api_name="/set_memory_profile")
