@@ -618,7 +618,7 @@ _MEMORY: dict[str, dict[str, str]] = {
         "memory.summary_fp8": "fp8",
         "memory.summary_full": "full-precision weights",
         "memory.summary_tiling": "tiled VAE",
-        "run.decode_unit": "frames",
+        "run.decode_unit": "latent frames",
     },
     "ko": {
         "memory.section": "⚙ 메모리 프로필 (GPU / RAM)",
@@ -648,7 +648,7 @@ _MEMORY: dict[str, dict[str, str]] = {
         "memory.summary_fp8": "fp8",
         "memory.summary_full": "원래 정밀도 가중치",
         "memory.summary_tiling": "타일 VAE",
-        "run.decode_unit": "프레임",
+        "run.decode_unit": "잠재 프레임",
     },
     "zh": {
         "memory.section": "⚙ 显存配置（GPU / 内存）",
@@ -678,7 +678,7 @@ _MEMORY: dict[str, dict[str, str]] = {
         "memory.summary_fp8": "fp8",
         "memory.summary_full": "全精度权重",
         "memory.summary_tiling": "分块 VAE",
-        "run.decode_unit": "帧",
+        "run.decode_unit": "潜在帧",
     },
 }
 for _lang, _table in _MEMORY.items():

@@ -225,3 +225,37 @@ def test_memory_panel_in_a_browser(browser, app_server):  # noqa: F811 - the bro
     assert settings_of(app_server, ID_RE.search(link).group(1))["memory"] == {
         "offload": "block", "offload_blocks": 2, "quantize": "fp8", "vae_tiling": True}
     c.predict("none", 2, False, False, api_name="/set_memory_profile")
+
+
+def test_decode_progress_has_its_own_counter(app_server):
+    """Denoising counts "k/n steps"; the VAE decode counts its own "k/n latent frames" (not more steps)."""
+    from test_app import job_updates
+
+    job = app_server.client().submit(api_name=API["ti2v-5B"], **generate_args("ti2v-5B", frame_num=9))
+    units = [u for upd in job_updates(job) if upd.type == "status" for u in (upd.progress_data or []) if u.desc]
+    steps = [u for u in units if u.desc.startswith("step ")]
+    decode = [u for u in units if u.desc.startswith("decoding ")]
+    assert steps and all(u.unit == "steps" and u.length == 3 for u in steps), steps
+    assert decode and all(u.unit == "latent frames" and u.length == 3 for u in decode), decode  # 9 frames: 3 latent
+    assert [u.index for u in decode] == sorted(u.index for u in decode)
+
+
+@pytest.mark.browser
+def test_silent_result_video_has_no_volume_button(browser, app_server):  # noqa: F811 - the browser fixture
+    """The demo videos have no audio track: the player shows no volume button (assets/style.css)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
+    page.goto(app_server.url)
+    tab = page.locator("#tab-t2v")
+    prompt = tab.locator(".prompt textarea").first
+    prompt.wait_for(timeout=60_000)
+    prompt.fill("a red fox runs through the snow")
+    tab.locator("button.generate").click()
+    video = tab.locator(".result-video video")
+    video.wait_for(timeout=120_000)
+    video.hover()
+    volume = tab.locator(".result-video button.volume-button")
+    assert volume.count() == 1 and not volume.is_visible()  # Gradio renders it; the stylesheet hides it
+    assert tab.locator(".result-video [aria-label='Download']").is_visible()  # the rest of the controls stay
+    tab.locator(".result-video").screenshot(path=str(ARTIFACTS / "silent_video_controls.png"))
+    page.close()

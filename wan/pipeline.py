@@ -482,6 +482,7 @@ def load_pipeline(
     t5_quantize: str | None = None,
     dit_files: Any = None,
     vae_tiling: bool | None = None,
+    t5_file: str | Path | None = None,
 ) -> WanVideoPipeline:
     """Loads ``task`` from ``ckpt_dir`` (official or Diffusers layout) into a ``WanVideoPipeline``.
 
@@ -506,7 +507,10 @@ def load_pipeline(
     ``config.json``) or put them in the expert folder as its ``diffusion_pytorch_model.safetensors``.
     ``vae_tiling`` decodes/encodes in overlapping 256-px tiles (stride 192, one latent frame at a time,
     so progress and cancel still work): on by default in the ``"block"`` profile (the low-memory one),
-    off otherwise; ``pipe.vae.enable_tiling(...)`` sets other sizes.
+    off otherwise; ``pipe.vae.enable_tiling(...)`` sets other sizes. ``t5_file``: the umT5 weights
+    from this file (the official bf16 ``.pth``, or a ready fp8 one: LightX2V
+    ``models_t5_umt5-xxl-enc-fp8.pth``, ComfyUI ``umt5_xxl_fp8_e4m3fn_scaled.safetensors``; these are
+    also found in an official folder that lacks the bf16 file).
     """
     from .configs import get_spec
     from .loading import load_components
@@ -524,7 +528,7 @@ def load_pipeline(
         raise ValueError(f"offload_blocks must be an integer >= 1; got {offload_blocks!r}")
     components = load_components(
         spec.task, ckpt_dir, dtype=dtype, device="cpu", t5_dtype=t5_dtype, keep_float32=True,
-        quantize=quantize, t5_quantize=t5_quantize, dit_files=dit_files,
+        quantize=quantize, t5_quantize=t5_quantize, dit_files=dit_files, t5_file=t5_file,
     )
     pipe = WanVideoPipeline(
         components, device=dev, offload=profile, t5_cpu=t5_cpu, any_size=any_size, offload_blocks=offload_blocks
