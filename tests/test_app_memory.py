@@ -189,6 +189,21 @@ def test_public_server_shows_the_setting_read_only(tmp_path):
         stop_app(server)
 
 
+# before the browser tests: Playwright's sync API keeps an event loop running in this thread (job_updates
+# runs one of its own)
+def test_decode_progress_has_its_own_counter(app_server):
+    """Denoising counts "k/n steps"; the VAE decode counts its own "k/n latent frames" (not more steps)."""
+    from test_app import job_updates
+
+    job = app_server.client().submit(api_name=API["ti2v-5B"], **generate_args("ti2v-5B", frame_num=9))
+    units = [u for upd in job_updates(job) if upd.type == "status" for u in (upd.progress_data or []) if u.desc]
+    steps = [u for u in units if u.desc.startswith("step ")]
+    decode = [u for u in units if u.desc.startswith("decoding ")]
+    assert steps and all(u.unit == "steps" and u.length == 3 for u in steps), steps
+    assert decode and all(u.unit == "latent frames" and u.length == 3 for u in decode), decode  # 9 frames: 3 latent
+    assert [u.index for u in decode] == sorted(u.index for u in decode)
+
+
 @pytest.mark.browser
 def test_memory_panel_in_a_browser(browser, app_server):  # noqa: F811 - the browser fixture
     """The panel in Chromium: open it, pick block (tiled VAE follows, blocks ahead unlocks), Apply, read
@@ -225,19 +240,6 @@ def test_memory_panel_in_a_browser(browser, app_server):  # noqa: F811 - the bro
     assert settings_of(app_server, ID_RE.search(link).group(1))["memory"] == {
         "offload": "block", "offload_blocks": 2, "quantize": "fp8", "vae_tiling": True}
     c.predict("none", 2, False, False, api_name="/set_memory_profile")
-
-
-def test_decode_progress_has_its_own_counter(app_server):
-    """Denoising counts "k/n steps"; the VAE decode counts its own "k/n latent frames" (not more steps)."""
-    from test_app import job_updates
-
-    job = app_server.client().submit(api_name=API["ti2v-5B"], **generate_args("ti2v-5B", frame_num=9))
-    units = [u for upd in job_updates(job) if upd.type == "status" for u in (upd.progress_data or []) if u.desc]
-    steps = [u for u in units if u.desc.startswith("step ")]
-    decode = [u for u in units if u.desc.startswith("decoding ")]
-    assert steps and all(u.unit == "steps" and u.length == 3 for u in steps), steps
-    assert decode and all(u.unit == "latent frames" and u.length == 3 for u in decode), decode  # 9 frames: 3 latent
-    assert [u.index for u in decode] == sorted(u.index for u in decode)
 
 
 @pytest.mark.browser
