@@ -90,6 +90,11 @@ class MemorySetting:
             kw["quantize"] = kw["t5_quantize"] = self.quantize
         return kw
 
+    def loads_like(self, other: MemorySetting | None) -> bool:
+        """Whether a pipeline loaded with ``other`` is one loaded with this setting (blocks ahead only
+        count for ``block``; tiling by its effect)."""
+        return other is not None and self.as_dict() == other.as_dict()
+
     def as_dict(self) -> dict[str, Any]:
         """What each result's settings record under ``"memory"``."""
         return {"offload": self.offload, "offload_blocks": self.offload_blocks if self.offload == "block" else None,
@@ -216,7 +221,7 @@ class Engine:
         reloads) or ``"next"`` (the next generation reloads, or loads, with it)."""
         if not isinstance(setting, MemorySetting):
             raise TypeError(f"set_memory takes a MemorySetting; got {type(setting).__name__}")
-        if setting == self.memory:
+        if setting.loads_like(self.memory):
             return "unchanged"
         log.info("engine: memory setting %s -> %s (applies at the next load)", self.memory.as_dict(), setting.as_dict())
         self._memory = setting
@@ -255,7 +260,7 @@ class Engine:
 
     def _ensure_loaded(self, task: str) -> WanVideoPipeline:
         memory = self.memory
-        if self._pipe_task == task and self._pipe is not None and self._loaded_memory == memory:
+        if self._pipe_task == task and self._pipe is not None and memory.loads_like(self._loaded_memory):
             return self._pipe
         self._unload()
         ckpt = self._checkpoint_for(task)
@@ -312,7 +317,7 @@ class Engine:
         with self._lock:
             if cancel.is_set():
                 raise GenerationCancelled("cancelled before it started")
-            if on_status and (self._pipe_task != req.task or self._loaded_memory != self.memory):
+            if on_status and (self._pipe_task != req.task or not self.memory.loads_like(self._loaded_memory)):
                 on_status("run.loading", task=req.task)
             pipe = self._ensure_loaded(req.task)
             if on_status:

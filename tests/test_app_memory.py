@@ -60,6 +60,8 @@ def test_memory_setting_checks_its_values():
         MemorySetting("none", 2, "int4")
     assert MemorySetting("block").tiling and not MemorySetting("block", vae_tiling=False).tiling
     assert MemorySetting("expert", 5).as_dict()["offload_blocks"] is None  # N only means something for block
+    assert MemorySetting("expert", 5).loads_like(MemorySetting("expert", 2, None, False))  # the same pipeline
+    assert not MemorySetting("block", 3).loads_like(MemorySetting("block", 2))
 
 
 def test_a_change_during_a_job_applies_after_it(tmp_path):
@@ -99,6 +101,7 @@ def test_a_change_during_a_job_applies_after_it(tmp_path):
     assert eng.set_memory(MemorySetting("block", 2, None, False)) == "unchanged"
     assert eng.memory_setup() == BLOCK
     assert eng.set_memory(MemorySetting("expert")) == "next"  # idle: the next generation reloads
+    assert eng.set_memory(MemorySetting("expert", 7, None, False)) == "unchanged"  # N only matters for block
 
 
 # -------------------------------------------------------------------------------- the app
