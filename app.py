@@ -42,6 +42,7 @@ from playground.views.endpoints import (
 )
 from playground.views.history_view import HISTORY_TAB
 from playground.views.task_tab import TAB_KEYS, estimate_text
+from playground.views.weights_view import MemoryPanel
 from prompting.extension import PromptExtender
 
 log = logging.getLogger("wan.app")
@@ -173,6 +174,7 @@ def create_demo(
 
     with gr.Blocks(title="Wan 2.2 Playground", fill_width=True, delete_cache=DELETE_CACHE) as demo:
         notice = _build_header(engine.demo)
+        memory = MemoryPanel(engine, options).build()  # app-wide: one engine serves every tab
         # "wrap": on a phone every tab stays visible (the default "menu" hides three of four behind "...")
         with gr.Tabs(selected=TASK_UI[next(iter(TASK_UI))].tab_id, elem_id="tabs", overflow_behavior="wrap") as tabs:
             for task, view in views.items():
@@ -188,6 +190,7 @@ def create_demo(
         for task, view in views.items():
             view.wire(demo, endpoints[task], owner=history.owner, extender=extenders, on_result=history.on_result)
         history.wire(demo)
+        memory.wire(demo)
         # the offline extender is a quick CPU rewrite: no queue; an LLM backend waits in its own line
         gr.api(make_extend_api(extenders), api_name="extend_prompt",
                queue=set(extenders) != {"offline"}, concurrency_id="llm")

@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store the DiT's block linears as float8_e4m3fn with per-channel scales (about half the "
                         "VRAM of bf16; dequantised per layer). Ready scaled-fp8 files load as they are")
     p.add_argument("--t5_quantize", default=None, choices=["fp8"], help="the same for the umT5 text encoder")
+    p.add_argument("--t5_file", default=None, metavar="PATH",
+                   help="umT5 weights from this file: the official bf16 .pth or a ready fp8 one (LightX2V "
+                        "models_t5_umt5-xxl-enc-fp8.pth, ComfyUI umt5_xxl_fp8_e4m3fn_scaled.safetensors; these are "
+                        "also found in --ckpt_dir when its bf16 .pth is missing)")
     p.add_argument("--offload_blocks", type=int, default=2, metavar="N",
                    help="block profile: DiT blocks on the GPU at once (the running one + N-1 prefetched; default 2)")
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
@@ -242,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         pipe = wan.load_pipeline(
             args.task, args.ckpt_dir, device=args.device, dtype=args.dtype, offload=offload,
             t5_cpu=args.t5_cpu, any_size=args.any_size, offload_blocks=args.offload_blocks,
-            quantize=args.quantize, t5_quantize=args.t5_quantize, parallel=parallel,
+            quantize=args.quantize, t5_quantize=args.t5_quantize, t5_file=args.t5_file, parallel=parallel,
         )  # fmt: skip
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: cannot load {args.task} from {args.ckpt_dir}: {e}", file=sys.stderr)

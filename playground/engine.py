@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from wan.configs import ModelSpec
     from wan.pipeline import WanVideoPipeline
 
-__all__ = ["EXPERT_LABELS", "Engine", "GenerationCancelled", "OutOfMemory", "StepInfo"]
+__all__ = ["EXPERT_LABELS", "MEMORY_PROFILES", "Engine", "GenerationCancelled", "MemorySetting", "OutOfMemory",
+           "StepInfo"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,55 @@ def torch_oom() -> type[BaseException]:
     import torch
 
     return torch.OutOfMemoryError
+
+
+MEMORY_PROFILES = ("none", "expert", "block")  # wan.offload.PROFILES, most VRAM first (no torch import here)
+MAX_OFFLOAD_BLOCKS = 8                        # blocks ahead the app offers (the CLI/API take any N >= 1)
+
+
+@dataclass(frozen=True)
+class MemorySetting:
+    """How the engine loads a pipeline: memory profile, blocks streamed ahead (``block`` only), fp8
+    weights, tiled VAE. ``vae_tiling=None`` means the pipeline's default (on for ``block``)."""
+
+    offload: str = "none"
+    offload_blocks: int = 2
+    quantize: str | None = None
+    vae_tiling: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.offload not in MEMORY_PROFILES:
+            raise ValueError(f"memory profile must be one of {', '.join(MEMORY_PROFILES)}; got {self.offload!r}")
+        blocks = self.offload_blocks
+        if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
+            raise ValueError(f"blocks ahead must be a whole number >= 1; got {blocks!r}")
+        if self.quantize not in (None, "fp8"):
+            raise ValueError(f"quantize must be fp8 or off; got {self.quantize!r}")
+        if self.vae_tiling is not None and not isinstance(self.vae_tiling, bool):
+            raise ValueError(f"VAE tiling must be on or off; got {self.vae_tiling!r}")
+
+    @property
+    def tiling(self) -> bool:
+        """Whether the VAE decodes in tiles (the explicit choice, else on for ``block``)."""
+        return self.offload == "block" if self.vae_tiling is None else self.vae_tiling
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """``wan.load_pipeline`` keywords for this setting."""
+        kw: dict[str, Any] = {"offload": self.offload, "offload_blocks": self.offload_blocks,
+                              "vae_tiling": self.tiling}
+        if self.quantize:
+            kw["quantize"] = kw["t5_quantize"] = self.quantize
+        return kw
+
+    def loads_like(self, other: MemorySetting | None) -> bool:
+        """Whether a pipeline loaded with ``other`` is one loaded with this setting (blocks ahead only
+        count for ``block``; tiling by its effect)."""
+        return other is not None and self.as_dict() == other.as_dict()
+
+    def as_dict(self) -> dict[str, Any]:
+        """What each result's settings record under ``"memory"``."""
+        return {"offload": self.offload, "offload_blocks": self.offload_blocks if self.offload == "block" else None,
+                "quantize": self.quantize, "vae_tiling": self.tiling}
 
 
 @dataclass(frozen=True)
@@ -95,6 +145,8 @@ class Engine:
         offload: bool | str | None = None,
         allow_download: bool = False,
         quantize: str | None = None,
+        offload_blocks: int | None = None,
+        vae_tiling: bool | None = None,
     ) -> None:
         self.ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
         self.demo = demo
@@ -102,7 +154,9 @@ class Engine:
         self._device = device
         self._dtype = dtype
         self._offload = offload
-        self.quantize = quantize
+        self._memory_args = (quantize, offload_blocks, vae_tiling)
+        self._memory: MemorySetting | None = None          # wanted; resolved on first use (needs the device)
+        self._loaded_memory: MemorySetting | None = None   # what the resident pipeline was loaded with
         self.allow_download = allow_download
         self._lock = threading.Lock()          # one job (load or generate) at a time
         self._pipe: WanVideoPipeline | None = None
@@ -128,25 +182,54 @@ class Engine:
 
     def _oom_advice(self, req: GenerationRequest, pipe: WanVideoPipeline) -> str:
         """What ran out, and the next memory setting to try (the profiles in order of VRAM use)."""
-        profile = getattr(pipe, "profile", "none")
-        steps = {"none": "start the app with --offload expert (one expert on the GPU at a time)",
-                 "expert": "start the app with --offload block (DiT blocks streamed from RAM, tiled VAE)"}  # fmt: skip
+        mem = self._loaded_memory or self.memory
+        profile = mem.offload
+        steps = {"none": "choose Memory profile 'expert' (or start the app with --offload expert: one expert on "
+                         "the GPU at a time)",
+                 "expert": "choose Memory profile 'block' (or start the app with --offload block: DiT blocks "
+                           "streamed from RAM, tiled VAE)"}  # fmt: skip
         if profile in steps:
             advice = steps[profile]
-        elif not self.quantize:
-            advice = "start the app with --quantize fp8 (half the weight memory)"
+        elif not mem.quantize:
+            advice = "turn on fp8 weights in Memory profile (or start the app with --quantize fp8: half the weight memory)"
         else:
             advice = "use the Draft preset, fewer frames or a smaller size"
         return (f"The GPU ran out of memory for {req.task} at {req.width}x{req.height}, {req.frame_num} frames "
-                f"(memory profile {profile}{', fp8' if self.quantize else ''}). The memory was freed and the app "
+                f"(memory profile {profile}{', fp8' if mem.quantize else ''}). The memory was freed and the app "
                 f"keeps serving; to fit: {advice}.")  # fmt: skip
 
+    # ------------------------------------------------------------------------------- memory
+    @property
+    def memory(self) -> MemorySetting:
+        """The memory setting the next load uses (the server flags until someone changes it)."""
+        if self._memory is None:
+            from wan.offload import resolve_profile
+
+            quantize, blocks, tiling = self._memory_args
+            self._memory = MemorySetting(resolve_profile(self._offload, self.device),
+                                         2 if blocks is None else blocks, quantize, tiling)
+        return self._memory
+
+    @property
+    def quantize(self) -> str | None:
+        return self.memory.quantize
+
+    def set_memory(self, setting: MemorySetting) -> str:
+        """Use ``setting`` from the next generation on (never mid-job: the running job keeps its pipeline).
+
+        Returns ``"unchanged"`` (the same as now), ``"after_job"`` (a job is running: the next one
+        reloads) or ``"next"`` (the next generation reloads, or loads, with it)."""
+        if not isinstance(setting, MemorySetting):
+            raise TypeError(f"set_memory takes a MemorySetting; got {type(setting).__name__}")
+        if setting.loads_like(self.memory):
+            return "unchanged"
+        log.info("engine: memory setting %s -> %s (applies at the next load)", self.memory.as_dict(), setting.as_dict())
+        self._memory = setting
+        return "after_job" if self._lock.locked() else "next"
+
     def memory_setup(self) -> dict[str, Any]:
-        """The memory profile and weight storage of the loaded pipeline (for each result's settings)."""
-        pipe = self._pipe
-        profile = getattr(pipe, "profile", None) if pipe is not None else self._offload
-        return {"offload": profile, "offload_blocks": getattr(pipe, "offload_blocks", None) if profile == "block" else None,
-                "quantize": self.quantize}
+        """The memory setting of the resident pipeline (else the wanted one), for each result's settings."""
+        return (self._loaded_memory or self.memory).as_dict()
 
     @property
     def resident_task(self) -> str | None:
@@ -176,21 +259,19 @@ class Engine:
         return discovery.download_weights(task, self.ckpt_dir, progress=progress)
 
     def _ensure_loaded(self, task: str) -> WanVideoPipeline:
-        if self._pipe_task == task and self._pipe is not None:
+        memory = self.memory
+        if self._pipe_task == task and self._pipe is not None and memory.loads_like(self._loaded_memory):
             return self._pipe
         self._unload()
         ckpt = self._checkpoint_for(task)
         from wan.pipeline import load_pipeline
 
         t0 = time.perf_counter()
-        kwargs: dict[str, Any] = {"device": self.device, "dtype": self.dtype}
-        if self._offload is not None:
-            kwargs["offload"] = self._offload
-        if self.quantize:
-            kwargs["quantize"] = kwargs["t5_quantize"] = self.quantize
-        log.info("engine: loading %s from %s on %s", task, ckpt, self.device)
+        kwargs: dict[str, Any] = {"device": self.device, "dtype": self.dtype, **memory.load_kwargs()}
+        log.info("engine: loading %s from %s on %s (memory %s)", task, ckpt, self.device, memory.as_dict())
         self._pipe = load_pipeline(task, ckpt, **kwargs)
         self._pipe_task = task
+        self._loaded_memory = memory
         log.info("engine: %s loaded in %.1fs", task, time.perf_counter() - t0)
         return self._pipe
 
@@ -210,6 +291,7 @@ class Engine:
         log.info("engine: unloading %s", self._pipe_task)
         self._pipe = None
         self._pipe_task = None
+        self._loaded_memory = None
         gc.collect()
         import torch
 
@@ -235,7 +317,7 @@ class Engine:
         with self._lock:
             if cancel.is_set():
                 raise GenerationCancelled("cancelled before it started")
-            if on_status and (self._pipe_task != req.task):
+            if on_status and (self._pipe_task != req.task or not self.memory.loads_like(self._loaded_memory)):
                 on_status("run.loading", task=req.task)
             pipe = self._ensure_loaded(req.task)
             if on_status:

@@ -132,7 +132,7 @@ def test_memory_profile_and_fp8_are_recorded_with_the_result(tmp_path):
     store = HistoryStore(tmp_path)
     studio = Studio(fp8, store, any_size=True)
     entry = studio.generate(studio.build_request("ti2v-5B", _values("ti2v-5B", fp8, sampling_steps=2)))
-    assert entry.settings["memory"] == {"offload": "block", "offload_blocks": 2, "quantize": "fp8"}
+    assert entry.settings["memory"] == {"offload": "block", "offload_blocks": 2, "quantize": "fp8", "vae_tiling": True}
     pipe = fp8.pipeline("ti2v-5B")
     block = pipe.experts.experts["dense"].blocks[0]
     assert block.self_attn.q.weight.dtype == torch.float8_e4m3fn  # the block linears are stored in fp8

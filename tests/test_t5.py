@@ -467,3 +467,134 @@ def test_tokenizer_vocab_larger_than_model_is_rejected(tmp_path: Path, tokenizer
     torch.save(sd, path)
     with pytest.raises(ValueError, match="vocab_size is 100"):
         load_text_encoder_official(path, tokenizer_dir, dtype=torch.float32)
+
+
+# ------------------------------------------------------------------ ready fp8 umT5 files (LightX2V, ComfyUI)
+FP8_PROMPTS = ["a red fox trots across a snowy clearing at dawn", "一只狐狸在雪地里奔跑", "여우가 눈밭을 달린다"]
+
+
+def _dequantised_reference(task: str, layout: str, tokenizer) -> tuple[dict[str, torch.Tensor], TextEncoder]:
+    """The tiny fp8 file's tensors dequantised by hand (float32 ``q * scale``) and an encoder built from
+    them: what loading the file must give exactly."""
+    from wan.testing.synthetic import fp8_t5_state_dict, tiny_weights
+
+    sd = fp8_t5_state_dict(tiny_weights(task).t5, layout=layout)
+    suffix = ".weight_scale" if layout == "lightx2v" else ".scale_weight"
+    plain: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key.endswith(suffix) or key == "scaled_fp8":
+            continue
+        scale = sd.get(key[: -len(".weight")] + suffix)
+        plain[key] = value.to(torch.float32) * scale if scale is not None else value
+    key_layout = "official" if layout == "lightx2v" else "hf"
+    ref = TextEncoder.from_state_dict(plain, tokenizer, key_layout=key_layout, dtype=torch.float32)
+    return plain, ref
+
+
+@pytest.mark.parametrize("layout", ["lightx2v", "comfyui"])
+def test_fp8_t5_file_loads_to_the_dequantised_tensors(tmp_path: Path, tokenizer_dir: Path, tokenizer, layout) -> None:
+    """LightX2V ``models_t5_umt5-xxl-enc-fp8.pth`` (official keys, float8 + per-channel ``weight_scale``)
+    and ComfyUI ``umt5_xxl_fp8_e4m3fn_scaled.safetensors`` (HF keys, per-tensor ``scale_weight``, the
+    ``scaled_fp8`` marker) load to exactly the dequantised weights: same encodings, bit for bit."""
+    from wan.loading import load_text_encoder_file
+    from wan.testing.synthetic import write_fp8_t5_file
+
+    name = "models_t5_umt5-xxl-enc-fp8.pth" if layout == "lightx2v" else "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+    path = write_fp8_t5_file("ti2v-5B", tmp_path / name, layout=layout)
+    stored = read_text_encoder_file(path)
+    if layout == "lightx2v":  # the file really is in the published layout
+        assert stored["blocks.0.attn.q.weight"].dtype == torch.float8_e4m3fn
+        assert stored["blocks.0.ffn.gate.0.weight_scale"].shape == (stored["blocks.0.ffn.gate.0.weight"].shape[0], 1)
+        assert stored["blocks.0.norm1.weight"].dtype == torch.bfloat16 and "token_embedding.weight" in stored
+    else:
+        assert stored["encoder.block.1.layer.1.DenseReluDense.wo.weight"].dtype == torch.float8_e4m3fn
+        assert stored["encoder.block.1.layer.1.DenseReluDense.wo.scale_weight"].shape == ()
+        assert "scaled_fp8" in stored and "shared.weight" in stored
+    plain, ref = _dequantised_reference("ti2v-5B", layout, tokenizer)
+    enc = load_text_encoder_file(path, tokenizer_dir, dtype=torch.float32)
+    got_sd = enc.model.state_dict()
+    want_sd = ref.model.state_dict()
+    assert set(got_sd) == set(want_sd) and all(torch.equal(got_sd[k], want_sd[k]) for k in want_sd)
+    for got, want in zip(enc.encode(FP8_PROMPTS), ref.encode(FP8_PROMPTS), strict=True):
+        assert torch.equal(got, want)
+    # and it is fp8: the encodings move away from the bf16 original's (a little)
+    from wan.testing.synthetic import tiny_weights
+
+    orig = TextEncoder.from_state_dict(tiny_weights("ti2v-5B").t5, tokenizer, key_layout="official", dtype=torch.float32)
+    a, b = enc.encode(FP8_PROMPTS[:1])[0], orig.encode(FP8_PROMPTS[:1])[0]
+    rel = ((a - b).norm() / b.norm()).item()
+    assert 0 < rel < 0.1, rel
+
+
+def test_fp8_t5_file_found_in_the_checkpoint_or_given(tmp_path: Path, tokenizer) -> None:
+    """An official folder without the bf16 ``.pth`` but with LightX2V's fp8 one is complete and loads
+    it; ``t5_file=`` picks a file elsewhere; ``t5_quantize="fp8"`` quantises it again (FP8Linear)."""
+    from wan.loading import load_components, missing_files
+    from wan.quant import FP8Linear
+    from wan.testing.synthetic import write_fp8_t5_file, write_tiny_checkpoint
+
+    ckpt = write_tiny_checkpoint("ti2v-5B", tmp_path / "ckpt")
+    (ckpt / "models_t5_umt5-xxl-enc-bf16.pth").unlink()
+    assert missing_files("ti2v-5B", ckpt) == ["models_t5_umt5-xxl-enc-bf16.pth"]
+    write_fp8_t5_file("ti2v-5B", ckpt / "models_t5_umt5-xxl-enc-fp8.pth", layout="lightx2v")
+    assert missing_files("ti2v-5B", ckpt) == []
+    _, ref = _dequantised_reference("ti2v-5B", "lightx2v", tokenizer)
+    want = ref.encode(FP8_PROMPTS)
+    comps = load_components("ti2v-5B", ckpt, dtype=torch.float32)
+    for got, w in zip(comps.text_encoder.encode(FP8_PROMPTS), want, strict=True):
+        assert torch.equal(got, w)
+
+    other = write_fp8_t5_file("ti2v-5B", tmp_path / "elsewhere" / "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+                              layout="comfyui")
+    (ckpt / "models_t5_umt5-xxl-enc-fp8.pth").unlink()  # only the given file remains
+    comps = load_components("ti2v-5B", ckpt, dtype=torch.float32, t5_file=other, t5_quantize="fp8")
+    # t5_quantize on a fp8 file: its float8 weights and scales as stored (no second rounding)
+    stored = read_text_encoder_file(other)
+    checked = [(n, m) for n, m in comps.text_encoder.model.named_modules()
+               if n.endswith(("SelfAttention.q", "DenseReluDense.wo"))]
+    assert len(checked) == 4  # 2 layers x (q, wo)
+    for name, module in checked:
+        assert isinstance(module, FP8Linear), name
+        assert torch.equal(module.weight.view(torch.uint8), stored[f"{name}.weight"].view(torch.uint8)), name
+        assert torch.equal(module.weight_scale, stored[f"{name}.scale_weight"]), name
+    _, ref_c = _dequantised_reference("ti2v-5B", "comfyui", tokenizer)
+    for got, w in zip(comps.text_encoder.encode(FP8_PROMPTS), ref_c.encode(FP8_PROMPTS), strict=True):
+        torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-5)
+    # and a bf16 folder file + t5_quantize quantises every linear as before
+    bf16 = write_tiny_checkpoint("ti2v-5B", tmp_path / "bf16")
+    q = load_components("ti2v-5B", bf16, dtype=torch.float32, t5_quantize="fp8").text_encoder.model
+    assert isinstance(q.encoder.block[1].layer[1].DenseReluDense.wi_0, FP8Linear)
+
+
+def test_fp8_t5_file_without_a_scale_names_the_file(tmp_path: Path, tokenizer_dir: Path) -> None:
+    from wan.errors import T5CheckpointError
+    from wan.loading import load_text_encoder_file
+    from wan.testing.synthetic import fp8_t5_state_dict, tiny_weights
+
+    sd = fp8_t5_state_dict(tiny_weights("ti2v-5B").t5, layout="lightx2v")
+    del sd["blocks.1.attn.k.weight_scale"]
+    path = tmp_path / "models_t5_umt5-xxl-enc-fp8.pth"
+    torch.save(sd, path)
+    with pytest.raises(T5CheckpointError, match=r"models_t5_umt5-xxl-enc-fp8\.pth: 1 float8 tensor\(s\) without a "
+                                                r"scale: .*blocks\.1\.attn\.k\.weight"):
+        load_text_encoder_file(path, tokenizer_dir, dtype=torch.float32)
+
+
+def test_generate_cli_t5_file(tmp_path: Path) -> None:
+    """``generate.py --t5_file`` runs with a LightX2V fp8 umT5 file; a missing one is a clear error."""
+    from test_generate_cli import run_cli
+
+    from wan.testing.synthetic import write_fp8_t5_file, write_tiny_checkpoint
+
+    ckpt = write_tiny_checkpoint("ti2v-5B", tmp_path / "ckpt")
+    t5 = write_fp8_t5_file("ti2v-5B", tmp_path / "t5" / "models_t5_umt5-xxl-enc-fp8.pth")
+    common = ("--task", "ti2v-5B", "--ckpt_dir", str(ckpt), "--size", "64*32", "--any_size", "--frame_num", "5",
+              "--sample_steps", "2", "--device", "cpu", "--prompt", "a red fox")
+    out = tmp_path / "fox.mp4"
+    proc = run_cli(*common, "--t5_file", str(t5), "--save_file", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and "saved" in proc.stdout
+    missing = tmp_path / "nope.pth"
+    proc = run_cli(*common, "--t5_file", str(missing), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert f"{missing}: text encoder file (t5_file) not found" in proc.stderr, proc.stderr

@@ -59,7 +59,10 @@ __all__ = [
     "hf_cache_dir",
     "load_components",
     "load_dit",
+    "T5_FP8_FILES",
+    "find_text_encoder_file",
     "load_text_encoder",
+    "load_text_encoder_file",
     "load_text_encoder_hf",
     "load_text_encoder_official",
     "load_umt5_tokenizer",
@@ -80,6 +83,10 @@ DIT_INDEX: Final[str] = DIT_WEIGHTS + ".index.json"
 TEXT_ENCODER_WEIGHTS: Final[str] = "model.safetensors"
 TEXT_ENCODER_INDEX: Final[str] = TEXT_ENCODER_WEIGHTS + ".index.json"
 MODEL_INDEX: Final[str] = "model_index.json"
+# Ready fp8 umT5 encoders, used when the official bf16 .pth is absent: LightX2V's (official keys,
+# float8 attn/ffn weights + per-channel <module>.weight_scale [out, 1]) and ComfyUI's (HF keys,
+# per-tensor <module>.scale_weight + the root 'scaled_fp8' marker).
+T5_FP8_FILES: Final[tuple[str, ...]] = ("models_t5_umt5-xxl-enc-fp8.pth", "umt5_xxl_fp8_e4m3fn_scaled.safetensors")
 _TOKENIZER_MARKERS: Final[tuple[str, ...]] = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
 _MAX_LISTED: Final[int] = 8
 _OFFLINE_VALUES: Final[frozenset[str]] = frozenset({"1", "true", "yes", "on"})
@@ -601,20 +608,87 @@ def load_umt5_tokenizer(tokenizer_dir: str | Path) -> Any:
     return AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
 
 
+def _text_encoder_tensors(
+    sd: Mapping[str, Tensor], label: str | Path
+) -> tuple[dict[str, Tensor], str, dict[str, tuple[Tensor, Tensor]]]:
+    """An umT5 encoder file's tensors, any float8 weights dequantised (float32 ``weight * scale``:
+    LightX2V ``<module>.weight_scale`` per channel, ComfyUI ``<module>.scale_weight`` per tensor, marker
+    dropped), and its key layout: ``"official"`` (``token_embedding.weight``, ``blocks.N.*``) or ``"hf"``
+    (``shared.weight`` / ``encoder.block.N.*``), and the stored float8 weights with their float32 scales
+    by ``UMT5EncoderModel`` module name. Raises ``T5CheckpointError`` naming ``label``."""
+    import torch
+
+    from .quant import dequantize_weight, split_scaled_fp8
+
+    split = split_scaled_fp8(sd)
+    with _as_t5_error():
+        scales = _checked_fp8_scales(split.tensors, split.scales, str(label))
+    tensors = split.tensors
+    stored = {module: (tensors[f"{module}.weight"], scale) for module, scale in scales.items()}
+    for module, scale in scales.items():
+        tensors[f"{module}.weight"] = dequantize_weight(tensors[f"{module}.weight"], scale, torch.float32)
+    if "token_embedding.weight" in tensors or any(k.startswith("blocks.") for k in tensors):
+        from .modules.t5 import convert_official_t5_state_dict
+
+        def hf_name(module: str) -> str:  # the same renaming as the weights', one key at a time
+            with _as_t5_error():
+                (key,) = convert_official_t5_state_dict({f"{module}.weight": stored[module][0]})
+            return key.removesuffix(".weight")
+
+        return tensors, "official", {hf_name(m): pair for m, pair in stored.items()}
+    if "shared.weight" in tensors or any(k.startswith("encoder.") for k in tensors):
+        return tensors, "hf", stored
+    raise T5CheckpointError(
+        f"{label}: not an umT5 encoder file: found neither the official keys (token_embedding.weight, "
+        f"blocks.N.attn.q.weight, ...) nor the HF keys (shared.weight, encoder.block.N....); first keys: "
+        f"{_listed(sorted(tensors)[:4])}"
+    )
+
+
+def load_text_encoder_file(
+    path: str | Path, tokenizer_dir: str | Path, *, dtype: Any = "bfloat16", device: Any = "cpu", text_len: int = 512,
+    quantize: str | None = None,
+) -> TextEncoder:  # fmt: skip
+    """The encoder of one umT5 weight file with the tokenizer of ``tokenizer_dir``: the official
+    ``models_t5_umt5-xxl-enc-bf16.pth`` (official keys), a single HF-key file (``UMT5EncoderModel``
+    names; config inferred from the tensors), or a ready fp8 file (``T5_FP8_FILES``: LightX2V
+    ``models_t5_umt5-xxl-enc-fp8.pth``, ComfyUI ``umt5_xxl_fp8_e4m3fn_scaled.safetensors``), whose
+    float8 weights are dequantised (``weight * scale`` in float32, then ``dtype``).
+    ``quantize="fp8"``: fp8 linears (``wan.quant.quantize_text_encoder``); the ones a fp8 file stores
+    keep exactly its float8 weights and scales (no second rounding). Raises ``T5CheckpointError``
+    naming the file (``T5FileNotFoundError`` for a missing file or folder)."""
+    import torch
+
+    from .modules.t5 import TextEncoder
+    from .quant import FP8Linear, check_quantize, quantize_text_encoder
+
+    dtype = resolve_dtype(dtype)
+    quantize = check_quantize(quantize, "t5_quantize")
+    sd, key_layout, stored = _text_encoder_tensors(read_text_encoder_file(path), path)
+    tokenizer = load_umt5_tokenizer(tokenizer_dir)
+    encoder = TextEncoder.from_state_dict(
+        sd, tokenizer, key_layout=key_layout, dtype=dtype, device=device, text_len=text_len, source=path
+    )
+    del sd
+    if quantize == "fp8":
+        quantize_text_encoder(encoder)
+        for name, (q, scale) in stored.items():
+            layer = encoder.model.get_submodule(name)
+            if not isinstance(layer, FP8Linear):
+                raise T5CheckpointError(f"{path}: {name!r} holds float8 weights but is not a quantisable linear")
+            layer.weight = torch.nn.Parameter(q.to(device=device, dtype=layer.weight.dtype), requires_grad=False)
+            layer.weight_scale = torch.nn.Parameter(scale.to(device), requires_grad=False)
+    return encoder
+
+
 def load_text_encoder_official(
     pth_path: str | Path, tokenizer_dir: str | Path, *, dtype: Any = "bfloat16", device: Any = "cpu", text_len: int = 512
 ) -> TextEncoder:
     """The encoder of an official ``models_t5_umt5-xxl-enc-bf16.pth`` (official keys) with the
-    tokenizer of ``tokenizer_dir`` (``google/umt5-xxl/``). Raises ``T5CheckpointError`` naming the
-    file (``T5FileNotFoundError`` for a missing file or folder)."""
-    from .modules.t5 import TextEncoder
-
-    dtype = resolve_dtype(dtype)
-    sd = read_text_encoder_file(pth_path)
-    tokenizer = load_umt5_tokenizer(tokenizer_dir)
-    return TextEncoder.from_state_dict(
-        sd, tokenizer, key_layout="official", dtype=dtype, device=device, text_len=text_len, source=pth_path
-    )
+    tokenizer of ``tokenizer_dir`` (``google/umt5-xxl/``); ``load_text_encoder_file`` (so the fp8
+    files load too). Raises ``T5CheckpointError`` naming the file (``T5FileNotFoundError`` for a
+    missing file or folder)."""
+    return load_text_encoder_file(pth_path, tokenizer_dir, dtype=dtype, device=device, text_len=text_len)
 
 
 def load_text_encoder_hf(
@@ -650,19 +724,39 @@ def load_text_encoder_hf(
     )
 
 
+def find_text_encoder_file(ckpt_dir: str | Path, spec: ModelSpec) -> Path | None:
+    """The umT5 weight file of an official-layout folder: ``spec.t5_file`` (bf16), else the first of
+    ``T5_FP8_FILES`` present, else None."""
+    root = Path(ckpt_dir)
+    return next((root / n for n in (spec.t5_file, *T5_FP8_FILES) if (root / n).is_file()), None)
+
+
 def load_text_encoder(
-    ckpt_dir: str | Path, spec: ModelSpec, *, layout: Layout | None = None, dtype: Any = "bfloat16", device: Any = "cpu"
-) -> TextEncoder:
-    """The umT5 encoder + tokenizer of a checkpoint: official ``models_t5_umt5-xxl-enc-bf16.pth`` +
-    ``google/umt5-xxl/``, or Diffusers ``text_encoder/`` + ``tokenizer/``. Raises ``CheckpointError``."""
+    ckpt_dir: str | Path, spec: ModelSpec, *, layout: Layout | None = None, dtype: Any = "bfloat16", device: Any = "cpu",
+    t5_file: str | Path | None = None, quantize: str | None = None,
+) -> TextEncoder:  # fmt: skip
+    """The umT5 encoder + tokenizer of a checkpoint: official ``models_t5_umt5-xxl-enc-bf16.pth`` (or,
+    when it is absent, a ready fp8 file of ``T5_FP8_FILES`` in the folder) + ``google/umt5-xxl/``, or
+    Diffusers ``text_encoder/`` + ``tokenizer/``. ``t5_file``: this weight file instead (any
+    ``load_text_encoder_file`` format), with the checkpoint's tokenizer. ``quantize="fp8"``: fp8
+    linears (a fp8 file's stored ones exactly as stored). Raises ``CheckpointError``."""
+    from .quant import check_quantize, quantize_text_encoder
+
     root = Path(ckpt_dir)
     layout = layout or detect_layout(root)
-    if layout == "official":
-        weights, tokenizer = root / spec.t5_file, root / spec.tokenizer_dir
+    tokenizer = root / spec.tokenizer_dir if layout == "official" else root / "tokenizer"
+    if t5_file is not None:
+        weights = Path(t5_file)
         if not weights.is_file():
-            raise CheckpointError(f"{weights}: text encoder file not found")
+            raise T5FileNotFoundError(f"{weights}: text encoder file (t5_file) not found")
+    elif layout == "official":
+        found = find_text_encoder_file(root, spec)
+        if found is None:
+            raise CheckpointError(f"{root / spec.t5_file}: text encoder file not found (nor an fp8 one: "
+                                  f"{', '.join(T5_FP8_FILES)})")  # fmt: skip
+        weights = found
     else:
-        weights, tokenizer = root / "text_encoder", root / "tokenizer"
+        weights = root / "text_encoder"
         if not (weights / "config.json").is_file():
             raise CheckpointError(f"{weights}: expected config.json + {TEXT_ENCODER_WEIGHTS} (Diffusers text_encoder/)")
     if not tokenizer.is_dir() or not any((tokenizer / m).is_file() for m in _TOKENIZER_MARKERS):
@@ -671,9 +765,13 @@ def load_text_encoder(
         )
     dtype = resolve_dtype(dtype)
     try:
-        if layout == "official":
-            return load_text_encoder_official(weights, tokenizer, dtype=dtype, device=device, text_len=spec.text_len)
-        return load_text_encoder_hf(weights, tokenizer, dtype=dtype, device=device, text_len=spec.text_len)
+        if weights.is_file():
+            return load_text_encoder_file(weights, tokenizer, dtype=dtype, device=device, text_len=spec.text_len,
+                                          quantize=quantize)  # fmt: skip
+        encoder = load_text_encoder_hf(weights, tokenizer, dtype=dtype, device=device, text_len=spec.text_len)
+        if check_quantize(quantize, "t5_quantize") == "fp8":
+            quantize_text_encoder(encoder)
+        return encoder
     except CheckpointError:
         raise
     except Exception as exc:  # tokenizer files unreadable, vocab mismatch, missing config ...
@@ -732,6 +830,7 @@ def load_components(
     quantize: str | None = None,
     t5_quantize: str | None = None,
     dit_files: str | Path | Mapping[str, str | Path] | None = None,
+    t5_file: str | Path | None = None,
 ) -> Components:
     """Loads the DiT expert(s), VAE (float32) and text encoder of ``task`` from ``ckpt_dir`` (layout
     detected).
@@ -748,8 +847,11 @@ def load_components(
     folder's ``diffusion_pytorch_model.safetensors`` (e.g. a symlink), or through ``dit_files`` —
     a path (single-expert tasks) or ``{"high_noise": path, "low_noise": path}`` (either or both) —
     which replaces that expert's weights; its folder then needs only ``config.json``.
+    The text encoder is ``t5_file`` when given, else the folder's (an official folder without the bf16
+    ``.pth`` may hold a ready fp8 one instead: ``T5_FP8_FILES``, dequantised on load; with
+    ``t5_quantize="fp8"`` its float8 linears stay exactly as stored).
     """
-    from .quant import check_quantize, quantize_text_encoder
+    from .quant import check_quantize
 
     spec = get_spec(task)
     root = Path(ckpt_dir)
@@ -759,6 +861,8 @@ def load_components(
     overrides = _dit_file_overrides(spec, dit_files)
     json_cache: dict[Path, dict[str, Any]] = {}  # each shard index / config.json is parsed once
     missing = _missing_files(spec.task, root, layout, json_cache)
+    if t5_file is not None:  # the text encoder comes from elsewhere
+        missing = [m for m in missing if m != spec.t5_file and not m.startswith("text_encoder/")]
     for name in overrides:  # an expert read from dit_files needs only its config.json
         sub = spec.official_subfolder(name) if layout == "official" else spec.diffusers_subfolder(name)
         stem = DIT_WEIGHTS.removesuffix(".safetensors")  # the single file, its index or a shard
@@ -775,10 +879,9 @@ def load_components(
     vae_path = root / spec.vae_file if layout == "official" else root / "vae"
     vae = load_vae(vae_path, kind=spec.vae, device=device)
     text_encoder = load_text_encoder(
-        root, spec, layout=layout, dtype=t5_dtype if t5_dtype is not None else dtype, device=device
+        root, spec, layout=layout, dtype=t5_dtype if t5_dtype is not None else dtype, device=device, t5_file=t5_file,
+        quantize=t5_quantize,
     )
-    if t5_quantize == "fp8":
-        quantize_text_encoder(text_encoder)
     text_dim = next(iter(text_dims.values()))
     if text_encoder.dim != text_dim:
         raise CheckpointError(
@@ -846,8 +949,12 @@ def _missing_files(
 ) -> list[str]:
     layout = layout or detect_layout(root)
     out: list[str] = []
+    t5_file = get_spec(task).t5_file
     for rel in required_files(task, layout):
-        if rel.endswith("/"):
+        if layout == "official" and rel == t5_file:  # the bf16 .pth, or a ready fp8 one in its place
+            if not any((root / n).is_file() for n in (rel, *T5_FP8_FILES)):
+                out.append(rel)
+        elif rel.endswith("/"):
             path = root / rel
             if not path.is_dir() or not any((path / m).is_file() for m in _TOKENIZER_MARKERS):
                 out.append(rel)

@@ -508,6 +508,7 @@ def load_pipeline(
     dit_files: Any = None,
     vae_tiling: bool | None = None,
     parallel: Any = None,
+    t5_file: str | Path | None = None,
 ) -> WanVideoPipeline:
     """Loads ``task`` from ``ckpt_dir`` (official or Diffusers layout) into a ``WanVideoPipeline``.
 
@@ -536,7 +537,10 @@ def load_pipeline(
     ``parallel`` (a ``wan.distributed.ParallelConfig``, on every rank of a torchrun world; see
     ``wan.distributed``): Ulysses sequence parallel, CFG-parallel, FSDP of the DiT / umT5. ``device``
     then defaults to ``cuda:LOCAL_RANK`` (CPU: gloo ranks); ``generate`` returns the video on rank 0
-    and None on the others. FSDP needs the ``"none"`` profile and no fp8.
+    and None on the others. FSDP needs the ``"none"`` profile and no fp8. ``t5_file``: the umT5 weights
+    from this file (the official bf16 ``.pth``, or a ready fp8 one: LightX2V
+    ``models_t5_umt5-xxl-enc-fp8.pth``, ComfyUI ``umt5_xxl_fp8_e4m3fn_scaled.safetensors``; these are
+    also found in an official folder that lacks the bf16 file).
     """
     from .configs import get_spec
     from .loading import load_components
@@ -560,7 +564,7 @@ def load_pipeline(
         raise ValueError(f"offload_blocks must be an integer >= 1; got {offload_blocks!r}")
     components = load_components(
         spec.task, ckpt_dir, dtype=dtype, device="cpu", t5_dtype=t5_dtype, keep_float32=True,
-        quantize=quantize, t5_quantize=t5_quantize, dit_files=dit_files,
+        quantize=quantize, t5_quantize=t5_quantize, dit_files=dit_files, t5_file=t5_file,
     )
     pipe = WanVideoPipeline(
         components, device=dev, offload=profile, t5_cpu=t5_cpu, any_size=any_size, offload_blocks=offload_blocks

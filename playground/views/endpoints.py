@@ -164,7 +164,9 @@ class _Progress:
 
     def step(self, info: StepInfo) -> None:
         self.last = info
-        self.progress((info.step, info.total), desc=self._desc(info.describe(self.lang)))
+        # the counter's unit: "k/n steps" while denoising, "k/n latent frames" while decoding
+        unit = tr("run.decode_unit", self.lang) if info.phase == "decode" else "steps"
+        self.progress((info.step, info.total), desc=self._desc(info.describe(self.lang)), unit=unit)
 
     def status(self, msg_key: str, **fmt: Any) -> None:
         self.progress(None, desc=self._desc(tr(msg_key, self.lang, **fmt)))  # no bar: no "0.0%" for a phase

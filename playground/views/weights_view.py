@@ -1,5 +1,6 @@
 """What a task tab shows before the first run: the weights status line, the Draft / Official quality
-presets and the English gloss of the (Chinese) default negative prompt.
+presets and the English gloss of the (Chinese) default negative prompt; and the app's Memory profile
+panel (``MemoryPanel``: profile, blocks ahead, fp8, tiled VAE; read-only on a public server).
 
 The status line never names a server folder: the path detail goes to the server log
 (``discovery.locate_weights`` logs it once per task).
@@ -12,15 +13,16 @@ from typing import Any
 import gradio as gr
 
 from playground.discovery import WeightsStatus, how_to_get
+from playground.engine import MAX_OFFLOAD_BLOCKS, MEMORY_PROFILES, Engine, MemorySetting
 from playground.i18n import tr
 from playground.request import size_presets
 from wan.configs import ModelSpec
 
-from .common import t
+from .common import AppOptions, request_lang, t, user_error
 from .endpoints import DEMO_DEFAULTS, default_values
-from .safe import md
+from .safe import md, toast
 
-__all__ = ["DRAFT", "QualityPresets", "draft_values", "initial_values", "negative_gloss", "official_values",
+__all__ = ["DRAFT", "MemoryPanel", "QualityPresets", "describe_memory", "draft_values", "initial_values", "negative_gloss", "official_values",
            "status_markdown"]
 
 DRAFT = {"frame_num": 49, "sampling_steps": 20}  # ~3 s of video in about a tenth of the official time
@@ -101,3 +103,127 @@ def negative_gloss(negative: str) -> gr.Markdown | None:
     if negative.strip() != prompting.negative_prompt("zh").strip():
         return None
     return gr.Markdown("EN: " + md(prompting.negative_prompt("en")), elem_classes=["negative-gloss"])
+
+
+# --------------------------------------------------------------------------- memory profile
+def describe_memory(setting: MemorySetting, lang: str) -> str:
+    """``"block · 2 blocks ahead · fp8 · tiled VAE"`` (en, ko or zh)."""
+    parts = [setting.offload]
+    if setting.offload == "block":
+        parts.append(tr("memory.summary_blocks", lang, n=setting.offload_blocks))
+    parts.append(tr("memory.summary_fp8" if setting.quantize else "memory.summary_full", lang))
+    if setting.tiling:
+        parts.append(tr("memory.summary_tiling", lang))
+    return " · ".join(parts)
+
+
+class _BlocksSlider(gr.Slider):
+    """The blocks-ahead slider: its value reaches ``MemoryPanel.apply`` as sent, which checks it and
+    answers in the user's language (Gradio's own range check speaks English only)."""
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        return payload
+
+
+def _blocks_value(value: Any) -> int | None:
+    """A whole number of blocks from 1 to ``MAX_OFFLOAD_BLOCKS`` (``3``, ``3.0``, ``"3"``), else None."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        return None
+    return int(value) if 1 <= value <= MAX_OFFLOAD_BLOCKS else None
+
+
+class MemoryPanel:
+    """The app-wide memory setting (one engine serves every tab): profile none / expert / block, blocks
+    ahead, fp8 weights, tiled VAE, each with its documented GPU/RAM cost next to it.
+
+    *Apply* hands the setting to ``Engine.set_memory``: the next generation loads the models with it (a
+    running job finishes with the old one). On a public server (``--public``) the controls are shown
+    read-only and no apply event exists: only the operator (server flags) sets memory there.
+    """
+
+    def __init__(self, engine: Engine, options: AppOptions) -> None:
+        self.engine, self.options = engine, options
+
+    @property
+    def editable(self) -> bool:
+        return not self.options.public
+
+    def build(self) -> MemoryPanel:
+        edit = self.editable
+        with gr.Accordion(t("memory.section"), open=False, elem_id="memory-panel", elem_classes=["memory-panel"]):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=3, min_width=280):
+                    self.profile = gr.Radio([(t(f"memory.profile_{p}"), p) for p in MEMORY_PROFILES],
+                                            label=t("memory.profile"), info=t("memory.profile_info"),
+                                            interactive=edit, elem_id="memory-profile")
+                    self.blocks = _BlocksSlider(1, MAX_OFFLOAD_BLOCKS, step=1, label=t("memory.blocks"),
+                                            info=t("memory.blocks_info"), interactive=edit, elem_id="memory-blocks")
+                    with gr.Row():
+                        self.fp8 = gr.Checkbox(label=t("memory.fp8"), info=t("memory.fp8_info"), interactive=edit,
+                                               elem_id="memory-fp8")
+                        self.tiling = gr.Checkbox(label=t("memory.tiling"), info=t("memory.tiling_info"),
+                                                  interactive=edit, elem_id="memory-tiling")
+                with gr.Column(scale=2, min_width=280):
+                    gr.Markdown(t("memory.costs"), elem_classes=["memory-costs"])
+                    gr.Markdown(t("memory.pending"), elem_classes=["memory-pending"])
+            with gr.Row(equal_height=True):
+                self.apply_btn = gr.Button(t("memory.apply"), variant="secondary", size="sm", scale=0, min_width=140,
+                                           visible=edit, elem_id="memory-apply")
+                self.status = gr.Markdown(elem_id="memory-status", elem_classes=["memory-status"])
+        return self
+
+    def current(self, request: gr.Request) -> tuple[Any, ...]:
+        """The controls filled with the setting the next generation uses, and the status line."""
+        mem = self.engine.memory
+        lang = request_lang(request)
+        line = tr("memory.current", lang, setting=describe_memory(mem, lang))
+        if not self.editable:
+            line += " " + tr("memory.readonly", lang)
+        blocks = gr.update(value=mem.offload_blocks, interactive=self.editable and mem.offload == "block")
+        return mem.offload, blocks, bool(mem.quantize), mem.tiling, line
+
+    def apply(self, profile: str, blocks: float, fp8: bool, tiling: bool, request: gr.Request) -> str:
+        """Set the memory profile for the next generation (the running one keeps its own).
+
+        Args:
+            profile: "none" (all weights on the GPU), "expert" (one A14B expert at a time) or "block"
+                (DiT blocks streamed from RAM; the least VRAM).
+            blocks: DiT blocks on the GPU at a time in the block profile (1 running + N-1 prefetched).
+            fp8: store the DiT block linears and the text encoder as fp8 (about half the weight memory).
+            tiling: decode the video in 256-px VAE tiles (lower VRAM peak while decoding).
+        Returns:
+            What happens now: saved for the next generation, or after the running one.
+        """
+        lang = request_lang(request)
+        if not self.editable:  # no event is wired on a public server; a direct call still gets a clear no
+            raise user_error(tr("memory.readonly", lang), title=tr("memory.section_plain", lang))
+        n = _blocks_value(blocks)
+        if n is None:
+            raise user_error(toast(tr("memory.bad_blocks", lang, max=MAX_OFFLOAD_BLOCKS, value=str(blocks)[:40])),
+                             title=tr("memory.section_plain", lang))
+        try:
+            setting = MemorySetting(profile, n, "fp8" if fp8 else None, bool(tiling))
+        except ValueError as e:
+            raise user_error(tr("memory.bad", lang, message=e), title=tr("memory.section_plain", lang)) from e
+        outcome = self.engine.set_memory(setting)
+        return tr(f"memory.applied_{outcome}", lang, setting=describe_memory(setting, lang))
+
+    def wire(self, demo: gr.Blocks) -> None:
+        outputs = [self.profile, self.blocks, self.fp8, self.tiling, self.status]
+        demo.load(self.current, outputs=outputs, queue=False, show_progress="hidden", api_visibility="private")
+        if not self.editable:
+            return
+        # the documented default: tiled VAE on with block, off otherwise (the box can still be changed)
+        self.profile.input(lambda p: (p == "block", gr.update(interactive=p == "block")), inputs=self.profile,
+                            outputs=[self.tiling, self.blocks], queue=False, show_progress="hidden",
+                            api_visibility="private")
+        self.apply_btn.click(self.apply, inputs=[self.profile, self.blocks, self.fp8, self.tiling],
+                             outputs=self.status, queue=False, api_name="set_memory_profile",
+                             api_visibility="undocumented")

@@ -484,3 +484,62 @@ def write_scaled_fp8_file(
     path.parent.mkdir(parents=True, exist_ok=True)
     _save_safetensors(scaled_fp8_state_dict(sd, layout=layout, prefix=prefix, also=also), path)
     return path
+
+
+# ----------------------------------------------------------------------------- fp8 umT5 files
+
+_T5_OFFICIAL_LINEAR_RE = re.compile(r"^blocks\.\d+\.(?:attn\.[qkvo]|ffn\.(?:fc1|fc2|gate\.0))$")
+
+
+def fp8_t5_state_dict(sd: Mapping[str, Tensor], *, layout: str = "lightx2v") -> dict[str, Tensor]:
+    """An official-key umT5 encoder state dict as a ready fp8 text-encoder file stores it: the attention
+    (q, k, v, o) and gated-FFN (gate.0, fc1, fc2) weights as float8_e4m3fn (round-to-nearest, amax/448
+    scaling) with a float32 scale, everything else as is.
+
+    ``layout="lightx2v"`` (``models_t5_umt5-xxl-enc-fp8.pth``): official keys, per-output-channel
+    ``<module>.weight_scale`` ``[out, 1]``. ``layout="comfyui"`` (``umt5_xxl_fp8_e4m3fn_scaled.safetensors``):
+    ``UMT5EncoderModel`` keys (``shared.weight``, ``encoder.block.N.layer.0.SelfAttention.q.weight``, ...),
+    per-tensor ``<module>.scale_weight`` ``[]`` and the root marker ``scaled_fp8``.
+    """
+    import torch
+
+    from ..modules.t5 import convert_official_t5_state_dict
+    from ..quant import FP8_DTYPE, quantize_weight
+
+    if layout not in ("comfyui", "lightx2v"):
+        raise ValueError(f"layout must be 'comfyui' or 'lightx2v', got {layout!r}")
+    out: dict[str, Tensor] = {}
+    scale_suffix = ".weight_scale" if layout == "lightx2v" else ".scale_weight"
+    for key, tensor in sd.items():
+        module = key.rsplit(".", 1)[0]
+        if key.endswith(".weight") and _T5_OFFICIAL_LINEAR_RE.match(module):
+            q, scale = quantize_weight(tensor, per_channel=layout == "lightx2v")
+            out[key], out[module + scale_suffix] = q, scale
+        else:
+            out[key] = tensor
+    if layout == "lightx2v":
+        return out
+    weights = {k: v for k, v in out.items() if not k.endswith(scale_suffix)}
+    scales = {k[: -len(scale_suffix)] + ".weight": v for k, v in out.items() if k.endswith(scale_suffix)}
+    hf = convert_official_t5_state_dict(weights)
+    hf_scales = convert_official_t5_state_dict(scales)  # the same renaming, for the scales' modules
+    hf.pop("encoder.embed_tokens.weight", None)  # stored once, as shared.weight (tied)
+    hf.update({k[: -len(".weight")] + scale_suffix: v for k, v in hf_scales.items()})
+    hf["scaled_fp8"] = torch.empty(0, dtype=FP8_DTYPE)
+    return hf
+
+
+def write_fp8_t5_file(task: str, path: str | Path, *, layout: str = "lightx2v", seed: int = 0) -> Path:
+    """Writes the tiny umT5 encoder of ``task`` (``tiny_weights(task, seed=seed).t5``) as a ready fp8
+    file at ``path`` (see ``fp8_t5_state_dict``): ``torch.save`` for ``lightx2v`` (a ``.pth``),
+    safetensors for ``comfyui``. Returns ``path``."""
+    import torch
+
+    sd = fp8_t5_state_dict(tiny_weights(task, seed=seed).t5, layout=layout)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if layout == "lightx2v":
+        torch.save(sd, path)
+    else:
+        _save_safetensors(sd, path)
+    return path
