@@ -155,6 +155,9 @@ class RunRecord:
     lora_strengths: tuple[tuple[float, ...], ...] = ()  # strength of each LoRA at each step
     profile: str = ""                                   # memory profile: none / expert / block
     resident_peak_bytes: int = 0                        # ledger maximum over the denoise
+    attention: tuple[str, ...] = ()                     # concrete attention backend of each step
+    compile_graphs: int = 0                             # graphs torch.compile made during this run
+    compile_seconds: float = 0.0                        # wall time of the block calls that compiled
 
 
 class WanVideoPipeline:
@@ -177,7 +180,10 @@ class WanVideoPipeline:
         t5_cpu: bool = False,
         any_size: bool = False,
         offload_blocks: int = DEFAULT_OFFLOAD_BLOCKS,
+        compile: bool | str | None = None,
     ) -> None:
+        from .compile import BlockCompiler, compile_backend_name
+
         self.spec: ModelSpec = components.spec
         self.device = torch.device(device)
         self.profile = resolve_profile(offload, self.device)
@@ -199,6 +205,12 @@ class WanVideoPipeline:
         text_device = "cpu" if (self.t5_cpu or self.offload) else self.device
         self.text_encoder.to(text_device)
         self.last_run: RunRecord | None = None
+        # regional compile (wan.compile): one compiled block function shared by every block of every expert
+        backend = compile_backend_name(compile, self.profile)
+        self.compiler: BlockCompiler | None = None if backend is None else BlockCompiler(backend)
+        if self.compiler is not None:
+            for model in self.experts.experts.values():
+                self.compiler.attach(model)
 
     # -- public
 
@@ -212,7 +224,28 @@ class WanVideoPipeline:
         """A validated ``GenerationRequest`` for this pipeline's task (``wan.request.make_request``;
         the pipeline's ``any_size`` is the default policy). No model runs."""
         settings.setdefault("policy", self.policy)
-        return make_request(self.spec.task, prompt, **settings)
+        request = make_request(self.spec.task, prompt, **settings)
+        self.attention_plan(request)
+        return request
+
+    def attention_plan(self, request: GenerationRequest) -> dict[str, str]:
+        """``request.step_attention`` names -> the concrete backend each runs on this pipeline's device.
+
+        Raises ``InputError("attention")`` naming the backend and why it cannot run here (not
+        installed, needs CUDA sm80+, ...), before any model work.
+        """
+        from .modules.attention import AttentionBackendError
+
+        model = next(iter(self.experts.experts.values()))
+        sage_run = request.attention.startswith("sage")
+        names = dict.fromkeys(request.step_attention(i) for i in range(request.sampling_steps))
+        try:
+            return {
+                name: model.attention_backend(name, self.device, full_precision=sage_run and name == "auto")
+                for name in names
+            }
+        except (AttentionBackendError, ValueError) as e:
+            raise InputError("attention", f"{e} (this pipeline runs on {self.device})") from None
 
     @torch.no_grad()
     def generate(
@@ -245,6 +278,7 @@ class WanVideoPipeline:
                 raise InputError("settings", f"give a request or keyword settings, not both; got {sorted(settings)}")
             if request.task != self.spec.task:
                 raise InputError("task", f"the request is for {request.task} but this pipeline runs {self.spec.task}")
+            self.attention_plan(request)
         else:
             request = self.plan(request, **settings)
         self._load_loras(request)  # parsed (cached) and fitted to the experts before any model work
@@ -323,6 +357,7 @@ class WanVideoPipeline:
         timesteps = [float(t) if lightning else int(t) for t in scheduler.timesteps.tolist()]
         total = len(timesteps)
         loras = self._load_loras(request)
+        backends = self.attention_plan(request)
         latents = inputs.latents
         token_mask = None
         if inputs.mask is not None:
@@ -331,6 +366,9 @@ class WanVideoPipeline:
         used: list[str] = []
         guidance: list[float] = []
         strengths: list[tuple[float, ...]] = []
+        attention: list[str] = []
+        compiler = self.compiler
+        graphs0, compile_s0 = (compiler.graphs, compiler.seconds) if compiler is not None else (0, 0.0)
         loads0, switches0 = self.experts.loads, self.experts.switches
         self.experts.ledger.reset_peak()
         completed = False
@@ -351,8 +389,9 @@ class WanVideoPipeline:
                     contexts_of = name
                 t_tensor = torch.tensor([t], dtype=torch.float64 if lightning else torch.int64, device=self.device)
                 t_model: Tensor = t_tensor if token_mask is None else token_mask * t_tensor
+                backend = backends[request.step_attention(i)]
                 velocity = self._guided_velocity(
-                    model, latents, t_model, contexts[0], contexts[1], inputs.y, phase.guide_scale
+                    model, latents, t_model, contexts[0], contexts[1], inputs.y, phase.guide_scale, attention=backend
                 )
                 latents = scheduler.step(velocity, t, latents)
                 if inputs.first_frame is not None and inputs.mask is not None:
@@ -360,6 +399,7 @@ class WanVideoPipeline:
                 used.append(name)
                 guidance.append(phase.guide_scale)
                 strengths.append(tuple(s for _, s in step_loras))
+                attention.append(backend)
                 if callback is not None and callback(i + 1, total, name, latents) is False:
                     raise GenerationCancelled(f"cancelled by the callback after step {i + 1}/{total}")
             completed = True
@@ -380,6 +420,9 @@ class WanVideoPipeline:
                 lora_strengths=tuple(strengths),
                 profile=self.profile,
                 resident_peak_bytes=self.experts.ledger.peak,
+                attention=tuple(attention),
+                compile_graphs=compiler.graphs - graphs0 if compiler is not None else 0,
+                compile_seconds=compiler.seconds - compile_s0 if compiler is not None else 0.0,
             )
         return latents
 
@@ -409,19 +452,23 @@ class WanVideoPipeline:
         context_null: Any,
         y: Tensor | None,
         scale: float,
+        *,
+        attention: str | None = None,
     ) -> Tensor:
         """Classifier-free guidance with two forward passes: ``uncond + scale * (cond - uncond)``.
 
         ``context``/``context_null`` are the padded embeddings, or the model's cached text side of them.
 
         ``scale == 1`` needs only the conditional pass, ``scale == 0`` only the unconditional one.
+        ``attention`` is the concrete attention backend of the step (None: the model's own choice).
         """
+        kw = {} if attention is None else {"attention": attention}
         if scale == 1.0:
-            return model(latents, t, context, y=y)
-        uncond = model(latents, t, context_null, y=y)
+            return model(latents, t, context, y=y, **kw)
+        uncond = model(latents, t, context_null, y=y, **kw)
         if scale == 0.0:
             return uncond
-        cond = model(latents, t, context, y=y)
+        cond = model(latents, t, context, y=y, **kw)
         return uncond + scale * (cond - uncond)
 
     def decode(self, latents: Tensor, callback: DecodeCallback | None = None) -> Tensor:
@@ -482,6 +529,7 @@ def load_pipeline(
     t5_quantize: str | None = None,
     dit_files: Any = None,
     vae_tiling: bool | None = None,
+    compile: bool | str = False,
 ) -> WanVideoPipeline:
     """Loads ``task`` from ``ckpt_dir`` (official or Diffusers layout) into a ``WanVideoPipeline``.
 
@@ -507,6 +555,10 @@ def load_pipeline(
     ``vae_tiling`` decodes/encodes in overlapping 256-px tiles (stride 192, one latent frame at a time,
     so progress and cancel still work): on by default in the ``"block"`` profile (the low-memory one),
     off otherwise; ``pipe.vae.enable_tiling(...)`` sets other sizes.
+    ``compile=True`` compiles the DiT block with ``torch.compile`` (inductor; a backend name such as
+    ``"aot_eager"`` picks another): one compiled region shared by every block of every expert, static
+    shapes, compiled on the first step of each new size (``pipe.last_run.compile_seconds``; see
+    ``wan.compile``). Not with ``offload="block"`` (ValueError).
     """
     from .configs import get_spec
     from .loading import load_components
@@ -520,6 +572,9 @@ def load_pipeline(
         t5_dtype = dtype if dtype == torch.float32 else torch.bfloat16
     t5_dtype = _floating_dtype(t5_dtype, "t5_dtype")
     profile = resolve_profile(offload, dev)
+    from .compile import compile_backend_name
+
+    compile_backend_name(compile, profile)  # a bad value fails before any weights load
     if isinstance(offload_blocks, bool) or not isinstance(offload_blocks, int) or offload_blocks < 1:
         raise ValueError(f"offload_blocks must be an integer >= 1; got {offload_blocks!r}")
     components = load_components(
@@ -527,7 +582,8 @@ def load_pipeline(
         quantize=quantize, t5_quantize=t5_quantize, dit_files=dit_files,
     )
     pipe = WanVideoPipeline(
-        components, device=dev, offload=profile, t5_cpu=t5_cpu, any_size=any_size, offload_blocks=offload_blocks
+        components, device=dev, offload=profile, t5_cpu=t5_cpu, any_size=any_size, offload_blocks=offload_blocks,
+        compile=compile,
     )
     if profile == "block" if vae_tiling is None else vae_tiling:
         pipe.vae.enable_tiling()
