@@ -248,6 +248,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "default on CUDA), block (DiT blocks streamed from pinned RAM, VAE on the GPU only to "
                         "decode: the least VRAM). Bare --offload = expert, --no-offload = none (the old flags)")
     p.add_argument("--no-offload", dest="offload", action="store_const", const="none", help=argparse.SUPPRESS)
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the DiT block (inductor): faster steps after a one-time compile per size; "
+                        "not with --offload block")
     p.add_argument("--quantize", default=None, choices=["fp8"],
                    help="fp8 weights for the DiT's block linears and the text encoder (about half the VRAM of bf16)")
     p.add_argument("--extender", default="offline", choices=["offline", "openai", "local"],
@@ -298,9 +301,13 @@ def main(argv: list[str] | None = None) -> None:
         # The generate tools take the prompt assistant's fields from a gr.State; over MCP it stays None
         # (no assistant fields are stored with the result), which is what we want: no warning for it.
         warnings.filterwarnings("ignore", message="This MCP server includes a tool that has a gr.State input")
+    if args.compile and args.offload == "block":
+        sys.exit("--compile cannot be combined with --offload block (its per-layer hooks stream the weights); "
+                 "use --offload expert or none")  # fmt: skip
     engine = Engine(
         ckpt_dir=args.ckpt_dir, demo=args.demo, demo_root=args.demo_dir, device=args.device,
         dtype=args.dtype, offload=args.offload, allow_download=args.download, quantize=args.quantize,
+        compile=args.compile,
     )
     store = HistoryStore(args.outputs)
     any_size = args.any_size or args.demo

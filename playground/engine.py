@@ -95,6 +95,7 @@ class Engine:
         offload: bool | str | None = None,
         allow_download: bool = False,
         quantize: str | None = None,
+        compile: bool | str = False,
     ) -> None:
         self.ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
         self.demo = demo
@@ -103,6 +104,7 @@ class Engine:
         self._dtype = dtype
         self._offload = offload
         self.quantize = quantize
+        self.compile = compile  # load_pipeline(compile=...): regional torch.compile of the DiT block
         self.allow_download = allow_download
         self._lock = threading.Lock()          # one job (load or generate) at a time
         self._pipe: WanVideoPipeline | None = None
@@ -188,6 +190,8 @@ class Engine:
             kwargs["offload"] = self._offload
         if self.quantize:
             kwargs["quantize"] = kwargs["t5_quantize"] = self.quantize
+        if self.compile:
+            kwargs["compile"] = self.compile
         log.info("engine: loading %s from %s on %s", task, ckpt, self.device)
         self._pipe = load_pipeline(task, ckpt, **kwargs)
         self._pipe_task = task

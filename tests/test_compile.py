@@ -116,3 +116,31 @@ def test_bad_compile_options_fail_before_loading(tmp_path: Path) -> None:
         load_pipeline("t2v-A14B", missing, device="cpu", compile="no-such-backend")
     with pytest.raises(ValueError, match="must be True, False or a torch.compile backend"):
         load_pipeline("t2v-A14B", missing, device="cpu", compile=3)
+
+
+def test_cli_compile_and_attention_flags(tiny_ckpt: Callable[..., Path], tmp_path: Path) -> None:
+    """``generate.py --compile BACKEND --attention NAME``: the compile time is printed once, the backend is
+    in the mp4 settings; a backend this machine cannot run stops with which one and why (exit 2)."""
+    import os
+    import subprocess
+    import sys
+
+    from wan import video as wan_video
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    base = [sys.executable, str(repo / "generate.py"), "--task", "ti2v-5B", "--ckpt_dir", str(tiny_ckpt("ti2v-5B")),
+            "--size", "64*32", "--any_size", "--frame_num", "5", "--sample_steps", "2", "--device", "cpu"]  # fmt: skip
+    out = tmp_path / "c.mp4"
+    proc = subprocess.run([*base, "--compile", "eager", "--attention", "SDPA", "--save_file", str(out)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("torch.compile (eager): 1 graph(s) of the DiT block compiled in") == 1
+    assert wan_video.read_video_metadata(out)["comment"]["attention"] == "sdpa"
+    proc = subprocess.run([*base, "--attention", "sage:1,1", "--sample_steps", "3", "--save_file", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert proc.returncode == 2
+    assert "error: attention: attention backend 'sage' cannot be used: it needs CUDA tensors" in proc.stderr
+    proc = subprocess.run([*base, "--compile", "--offload", "block"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300, check=False)  # fmt: skip
+    assert proc.returncode == 2 and "offload='block'" in proc.stderr
