@@ -131,6 +131,8 @@ class BlockCompiler:
         graphs = self.graphs
         start = time.perf_counter()
         layout = self._layouts.setdefault(hook_layout(block), len(self._layouts))
+        if freqs.is_complex():  # real (cos, sin) pairs: no complex tensor enters the graph
+            freqs = torch.view_as_real(freqs)
         out = self._compiled(block, x, e0, t_index, context, freqs, backend, layout)
         if self.graphs != graphs:
             seconds = time.perf_counter() - start

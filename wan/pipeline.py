@@ -260,13 +260,15 @@ class WanVideoPipeline:
 
         ``request`` is a ``GenerationRequest`` (from ``plan``), or, for scripts, the prompt with the
         settings as keywords (``image``, ``last_image``, ``negative_prompt``, ``size``, ``frame_num``, ``fps``,
-        ``sampling_steps``, ``shift``, ``guide_scale``, ``sample_solver``, ``seed``, ``any_size``),
+        ``sampling_steps``, ``shift``, ``guide_scale``, ``sample_solver``, ``seed``, ``any_size``, ``attention``),
         validated by ``plan``. Defaults come from the task's ``ModelSpec``. ``size`` is ``(width,
         height)``; with an image it sets the output *area*. ``guide_scale`` is a number, a per-expert
         mapping, or the official ``(low_noise, high_noise)`` pair. ``last_image`` (I2V-A14B, with
         ``image``) makes a first-last frame video: ``generate(prompt, image=first, last_image=last)``;
         it is stretched to the output size set by ``image`` (PIL LANCZOS, as diffusers). ``seed=-1`` draws one (see
-        ``last_run.request.seed``). Raises ``InputError`` for bad input before any model runs and
+        ``last_run.request.seed``). ``attention`` names the attention backend (``"sage:1,1"``: Sage except
+        the first and last step; see ``wan.modules.attention``). Raises ``InputError`` for bad input (also an
+        attention backend this device cannot run) before any model runs and
         ``GenerationCancelled`` when ``callback`` (after each step) or ``decode_callback`` (after each
         decoded latent frame) returns False.
         """

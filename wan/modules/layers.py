@@ -88,15 +88,16 @@ def rope_frequencies(grid: tuple[int, int, int], head_dim: int, device: torch.de
 
 
 def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
-    """Rotates interleaved channel pairs (float32 math; complex product in eager mode, the same
-    product in real arithmetic inside ``torch.compile``).
+    """Rotates interleaved channel pairs (float32 math).
 
-    x: ``[B, L, heads, D]``; freqs: complex ``[L, D/2]`` -> float32 ``[B, L, heads, D]``.
+    x: ``[B, L, heads, D]``; freqs: complex ``[L, D/2]``, or its ``torch.view_as_real`` view
+    ``[L, D/2, 2]`` (the same product in real arithmetic, for ``torch.compile``) -> float32 ``[B, L, heads, D]``.
     """
     pairs = x.float().reshape(*x.shape[:-1], -1, 2)
-    if torch.compiler.is_compiling():
-        # inductor generates no code for complex ops: the same product in real arithmetic, fused
-        f = torch.view_as_real(freqs)[None, :, None]  # [1, L, 1, D/2, 2] = (cos, sin)
+    if not freqs.is_complex():
+        # the table as real (cos, sin) pairs (wan.compile passes this view: inductor generates no code
+        # for complex ops): the same product in real arithmetic
+        f = freqs[None, :, None]  # [1, L, 1, D/2, 2]
         cos, sin = f[..., 0], f[..., 1]
         re, im = pairs[..., 0], pairs[..., 1]
         return torch.stack((re * cos - im * sin, re * sin + im * cos), dim=-1).flatten(3)
@@ -294,7 +295,7 @@ class WanAttentionBlock(nn.Module):
         """x: float32 ``[B, L, dim]``; e0: float32 ``[U, 6, dim]`` (one row per distinct timestep);
         t_index: int64 ``[B, L']`` (``L'`` = 1 or L) picking a row of e0 per token, or
         :class:`TimestepRuns`; context ``[B, L_ctx, dim]`` (embedded text) or this block's cached
-        ``(k, v)``; freqs: complex ``[L, head_dim/2]``; backend: the concrete attention backend of
+        ``(k, v)``; freqs: complex ``[L, head_dim/2]`` or its real view; backend: the concrete attention backend of
         both attentions (``resolve_backend``), None = chosen per call."""
         mod = _Modulation(self.modulation.float()[0] + e0, t_index)  # [U, 6, dim]
         h = mod.modulate(self._layer_norm(x), 0, 1)
