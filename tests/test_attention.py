@@ -205,3 +205,31 @@ def test_pipeline_records_the_backend_of_each_step(pipe, no_env: None, monkeypat
     layers = len(next(iter(pipe.experts.experts.values())).blocks)
     assert len(calls) == 2 * 2 * 2 * layers  # 2 sage steps x 2 CFG passes x (self + cross) x blocks
     assert torch.equal(video, same)  # the stand-in computes the same attention
+
+
+def test_app_surfaces_the_setting_and_its_errors_in_the_users_language() -> None:
+    """The Attention control's value reaches the request through the generate endpoints and share links, and
+    an attention error reads in the user's language (translated label and rule, the exact detail after)."""
+    import inspect
+
+    from playground.request import error_text
+    from playground.share import PARAMS
+    from playground.views.endpoints import FORM_FIELDS, _form, _t2v, _ti2v
+    from playground.views.task_tab import ATTENTION_CHOICES
+
+    assert "attention" in PARAMS and "attention" in FORM_FIELDS
+    for choice in ATTENTION_CHOICES:  # every value the dropdown offers is a valid request value
+        assert make_request("t2v-A14B", "a fox", attention=choice).attention == choice
+
+    async def run(*a, **k):  # type: ignore[no-untyped-def]  # pragma: no cover - only signatures are read
+        return None
+
+    for fn in (_t2v(run), _ti2v(run)):
+        assert inspect.signature(fn).parameters["attention"].default is None
+    assert _form({"prompt": "p", "attention": "sage:1,1", "request": object()}) == {"prompt": "p", "attention": "sage:1,1"}
+    detail = "attention backend 'sage' cannot be used: it needs CUDA tensors, got device cpu"
+    error = InputError("attention", detail)
+    assert error_text(error, "en") == f"Attention: {detail}"
+    for lang, label in (("ko", "어텐션"), ("zh", "注意力")):
+        text = error_text(error, lang)
+        assert text.startswith(f"{label}: ") and text.endswith(f"({detail})") and "auto" in text
