@@ -248,7 +248,9 @@ def _kernel(name: str) -> Callable[[Tensor, Tensor, Tensor], Any]:
         if module is None:
             raise AttentionBackendError(f"attention backend {name!r}: the module {_MODULES[name]!r} is not installed")
         if name == "sage":
-            kernel = functools.partial(module.sageattn, tensor_layout="NHD", is_causal=False)
+            # run eagerly inside torch.compile (a graph break): its Python wrapper probes the GPU and
+            # pads/casts per call, which dynamo should not trace
+            kernel = torch.compiler.disable(functools.partial(module.sageattn, tensor_layout="NHD", is_causal=False))
         else:
             kernel = module.flash_attn_func
         _KERNELS[name] = kernel
