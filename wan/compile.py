@@ -104,12 +104,8 @@ class BlockCompiler:
         # a private copy of the code object: dynamo keeps its compiled graphs per code object, so two
         # compilers (two pipelines, or tests with other backends) never share or evict each other's graphs
         fn = types.FunctionType(_run_block.__code__.replace(), _run_block.__globals__, "_run_block")
-        options: dict[str, Any] = {"dynamic": False}
-        if backend == "inductor":
-            options["mode"] = mode
-            self._compiled: Callable[..., Tensor] = torch.compile(fn, backend=self._counting_inductor, **options)
-        else:
-            self._compiled = torch.compile(fn, backend=self._counting, **options)
+        counting = self._counting_inductor if backend == "inductor" else self._counting  # mode: applied there
+        self._compiled: Callable[..., Tensor] = torch.compile(fn, backend=counting, dynamic=False)
 
     # the backends: count every graph handed to the compiler, then delegate
     def _counting(self, gm: torch.fx.GraphModule, example_inputs: list[Any]) -> Any:
