@@ -62,7 +62,7 @@ def test_one_graph_for_all_blocks_experts_and_steps(eager: WanVideoPipeline, com
     assert not torch.equal(again, video)
 
 
-def test_a_new_size_compiles_once_and_loras_add_one_graph(
+def test_a_new_size_compiles_once_and_loras_add_two_graphs(
     eager: WanVideoPipeline, compiled: WanVideoPipeline, tmp_path: Path
 ) -> None:
     compiled.generate("warm", **RUN)  # the 64x48 graph exists (from the test above or now)
