@@ -255,6 +255,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run each job across N GPUs (Ulysses sequence parallel, or CFG-parallel x Ulysses when N "
                         "does not divide the heads); the app spawns the N worker ranks itself. On CPU (--demo): "
                         "N gloo ranks. Not on ZeroGPU (one GPU per call)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the DiT block (inductor): faster steps after a one-time compile per size; "
+                        "not with --offload block")
     p.add_argument("--quantize", default=None, choices=["fp8"],
                    help="fp8 weights for the DiT's block linears and the text encoder (about half the VRAM of bf16)")
     p.add_argument("--extender", default="offline", choices=["offline", "openai", "local"],
@@ -305,9 +308,13 @@ def main(argv: list[str] | None = None) -> None:
         # The generate tools take the prompt assistant's fields from a gr.State; over MCP it stays None
         # (no assistant fields are stored with the result), which is what we want: no warning for it.
         warnings.filterwarnings("ignore", message="This MCP server includes a tool that has a gr.State input")
+    if args.compile and args.offload == "block":
+        sys.exit("--compile cannot be combined with --offload block (its per-layer hooks stream the weights); "
+                 "use --offload expert or none")  # fmt: skip
     engine_args = dict(
         ckpt_dir=args.ckpt_dir, demo=args.demo, demo_root=args.demo_dir, device=args.device,
         dtype=args.dtype, offload=args.offload, allow_download=args.download, quantize=args.quantize,
+        compile=args.compile,
     )
     if args.gpus < 1:
         sys.exit(f"--gpus must be >= 1; got {args.gpus}")

@@ -6,8 +6,10 @@
 Flags follow the official ``generate.py`` (``--task --size --frame_num --ckpt_dir --offload_model
 --t5_cpu --save_file --prompt --base_seed --image --sample_solver --sample_steps --sample_shift
 --sample_guide_scale``); additions: ``--negative_prompt``, ``--fps``, ``--device``, ``--dtype``,
-``--any_size``, ``--quiet`` and the memory profile ``--offload {none,expert,block}`` with
-``--offload_blocks N`` (``--offload_model true/false`` is the official spelling of expert/none). Multi-GPU,
+``--any_size``, ``--quiet``, ``--compile`` (regional ``torch.compile`` of the DiT block; its compile time
+is printed once), ``--attention`` (the attention backend, a request setting) and the memory profile
+``--offload {none,expert,block}`` with ``--offload_blocks N`` (``--offload_model true/false`` is the
+official spelling of expert/none). Multi-GPU,
 under ``torchrun --nproc_per_node N``: ``--ulysses_size U`` (official), ``--cfg_parallel`` (N = 2U),
 ``--dit_fsdp``, ``--t5_fsdp`` (official); every rank builds the request, rank 0's (its seed) is used,
 and only rank 0 prints and writes the mp4. ``--sample_guide_scale`` takes one number (both experts, as official)
@@ -117,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offload_blocks", type=int, default=2, metavar="N",
                    help="block profile: DiT blocks on the GPU at once (the running one + N-1 prefetched; default 2)")
     p.add_argument("--t5_cpu", action="store_true", help="run the text encoder on the CPU")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile the DiT block (one graph shared by all blocks; the first step of each size "
+                        "compiles); optional torch.compile backend (default: inductor). Not with --offload block")
     p.add_argument("--save_file", default=None, help="output .mp4 path (default: an auto name in the current folder)")
     p.add_argument("--prompt", default=None, help=h["prompt"] + " (default: an example prompt)")
     p.add_argument("--negative_prompt", default=None, help=h["negative_prompt"])
@@ -247,9 +252,19 @@ def main(argv: list[str] | None = None) -> int:
             args.task, args.ckpt_dir, device=args.device, dtype=args.dtype, offload=offload,
             t5_cpu=args.t5_cpu, any_size=args.any_size, offload_blocks=args.offload_blocks,
             quantize=args.quantize, t5_quantize=args.t5_quantize, t5_file=args.t5_file, parallel=parallel,
+            compile=args.compile or False,
         )  # fmt: skip
     except (ValueError, RuntimeError, OSError) as e:
         print(f"error: cannot load {args.task} from {args.ckpt_dir}: {e}", file=sys.stderr)
+        return 2
+    try:
+        pipe.attention_plan(request)  # the attention backend can run on this device (else: which and why)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        if pipe.parallel is not None:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
         return 2
     try:
         return _run(args, pipe, request, prompt)
@@ -293,6 +308,9 @@ def _run(args: argparse.Namespace, pipe: Any, request: Any, prompt: str) -> int:
     save_file.parent.mkdir(parents=True, exist_ok=True)
     wan_video.save_video(video, save_file, fps=request.fps, metadata=settings_dict(request, tuple(video.shape)))
     peak = pipe.last_run.resident_peak_bytes if pipe.last_run is not None else 0
+    if pipe.last_run is not None and pipe.last_run.compile_graphs:
+        print(f"torch.compile ({args.compile}): {pipe.last_run.compile_graphs} graph(s) of the DiT block compiled in "
+              f"{pipe.last_run.compile_seconds:.1f} s (once per size)", file=sys.stderr)  # fmt: skip
     print(f"saved {save_file} ({video.shape[3]}x{video.shape[2]}, {video.shape[1]} frames, "
           f"{request.fps} fps, seed {request.seed}; offload {profile}, DiT weights on the device at most "
           f"{peak / 2**20:.1f} MiB)")  # fmt: skip

@@ -15,9 +15,17 @@ Configs (T2V code path, 16 latent channels, VAE stride 8):
 * ``a14b-10l``: the A14B expert width (dim 5120, 40 heads, ffn 13824) with 10 of its 40 layers, at the
   32,760 tokens of an 832x480x81 video. Time and activation memory scale with the layer count.
 
+Variants (``--variants``; default ``ours diffusers``): ``ours`` (SDPA attention), ``ours-compile``
+(``compile=True``: the block compiled once, shared by all blocks), ``ours-sage`` (SageAttention),
+``ours-fa`` (FlashAttention 3, else 2), ``diffusers`` and ``diffusers-compile`` (its own regional
+compile, ``compile_repeated_blocks``). Both compiled variants use SDPA and the same ``--compile-backend``;
+their per-step time excludes the first step, which compiles (reported as "first step"). A variant
+whose backend is not installed/usable gets a row saying why instead of numbers.
+
 Usage::
 
     python bench/bench_gpu.py --configs 5b a14b-10l --steps 4
+    python bench/bench_gpu.py --configs 5b --steps 3 --variants ours ours-compile ours-sage ours-fa diffusers diffusers-compile
     WAN_BENCH_PROFILE=1 python bench/bench_gpu.py --configs 5b   # + a torch.profiler table of one forward
     python bench/bench_gpu.py --device cpu --configs tiny         # smoke run of the script on the CPU
 """
@@ -114,14 +122,41 @@ def inputs(cfg: GpuConfig, device: str) -> tuple[Any, Any, Any]:
     return noise.to(device), ctx.to(device, torch.bfloat16), ctx_null.to(device, torch.bfloat16)
 
 
-def worker(impl: str, name: str, steps: int, out_dir: Path, device: str) -> dict[str, Any]:
+VARIANTS = ("ours", "ours-compile", "ours-sage", "ours-fa", "diffusers", "diffusers-compile")
+
+
+def _attention_of(variant: str, head_dim: int, device: str) -> tuple[str, str | None]:
+    """(attention backend name for our pipeline, why it cannot run here or None)."""
+    import torch
+
+    from wan.modules.attention import unusable_reason
+
+    if variant == "ours-sage":
+        return "sage", unusable_reason("sage", device, torch.bfloat16, head_dim)
+    if variant == "ours-fa":
+        reasons = []
+        for name in ("flash_attn_3", "flash_attn_2"):
+            why = unusable_reason(name, device, torch.bfloat16, head_dim)
+            if why is None:
+                return name, None
+            reasons.append(f"{name}: {why}")
+        return "flash_attn_2", "; ".join(reasons)
+    return "sdpa", None
+
+
+def worker(variant: str, name: str, steps: int, out_dir: Path, device: str, compile_backend: str) -> dict[str, Any]:
     import torch
 
     cuda = device == "cuda"
+    impl = variant.split("-")[0]
+    compiled = variant.endswith("-compile")
 
     from bench_pipeline import _tiny_parts
 
     cfg = CONFIGS[name]
+    attention, unusable = _attention_of(variant, cfg.dim // cfg.num_heads, device) if impl == "ours" else ("sdpa", None)
+    if unusable is not None:  # before any weights: a backend that is not there costs nothing
+        return {"skipped": unusable, "gpu": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__}
     comps, tiny_diffusers = _tiny_parts()
     dcfg = dit_config(cfg)
     sd = random_weights(dcfg, seed=0, device=device)
@@ -133,6 +168,7 @@ def worker(impl: str, name: str, steps: int, out_dir: Path, device: str) -> dict
             torch.cuda.synchronize()
         stamps.append(time.perf_counter())
 
+    compile_s = 0.0
     if impl == "ours":
         from wan.modules.model import WanModel
         from wan.pipeline import LatentInputs, WanVideoPipeline
@@ -147,14 +183,16 @@ def worker(impl: str, name: str, steps: int, out_dir: Path, device: str) -> dict
         del sd
         model.eval().requires_grad_(False)
         comps.experts = {"high_noise": model, "low_noise": model}
-        pipe = WanVideoPipeline(comps, device=device, offload=False)
+        pipe = WanVideoPipeline(comps, device=device, offload=False, compile=compile_backend if compiled else False)
         plan = pipe.plan("x", size=cfg.size, frame_num=cfg.frames, sampling_steps=steps, shift=12.0,
-                         guide_scale=(3.0, 4.0), seed=0, any_size=True)  # fmt: skip
+                         guide_scale=(3.0, 4.0), seed=0, any_size=True, attention=attention)  # fmt: skip
         base = _reset_memory(cuda)
         t0 = time.perf_counter()
         with torch.no_grad():
             latents = pipe.denoise(plan, LatentInputs(latents=noise[None]), ctx, ctx_null,
                                    callback=lambda *a: stamp())  # fmt: skip
+        assert pipe.last_run is not None
+        compile_s = pipe.last_run.compile_seconds
     else:
         import numpy as np
         from accelerate import init_empty_weights
@@ -178,6 +216,8 @@ def worker(impl: str, name: str, steps: int, out_dir: Path, device: str) -> dict
                 if buf.device.type == "meta":
                     raise RuntimeError(f"diffusers buffer {bname} left on meta")
         model.to(device)
+        if compiled:
+            model.compile_repeated_blocks(backend=compile_backend, dynamic=False)
 
         class OfficialGridUniPC(UniPCMultistepScheduler):
             def set_timesteps(self, num_inference_steps: Any = None, device: Any = None, sigmas: Any = None,  # type: ignore[override]
@@ -205,7 +245,7 @@ def worker(impl: str, name: str, steps: int, out_dir: Path, device: str) -> dict
                            guidance_scale=4.0, guidance_scale_2=3.0, output_type="latent",
                            callback_on_step_end=on_step).frames  # fmt: skip
     total = time.perf_counter() - t0
-    torch.save(latents.float().cpu(), out_dir / f"{impl}-{name}.pt")
+    torch.save(latents.float().cpu(), out_dir / f"{variant}-{name}.pt")
     profile = ""
     if os.environ.get("WAN_BENCH_PROFILE") and cuda:
         from torch.profiler import ProfilerActivity, profile as torch_profile
@@ -221,6 +261,9 @@ def worker(impl: str, name: str, steps: int, out_dir: Path, device: str) -> dict
     intervals = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
     return {
         "per_step_s": statistics.median(intervals) if intervals else stamps[0] - t0,
+        "first_step_s": stamps[0] - t0,
+        "compile_s": compile_s,
+        "attention": attention,
         "total_s": total,
         "weights_bytes": base,
         "peak_bytes": torch.cuda.max_memory_allocated() if cuda else 0,
@@ -240,28 +283,38 @@ def _reset_memory(cuda: bool) -> int:
     return torch.cuda.memory_allocated()
 
 
-def run_worker(impl: str, name: str, steps: int, out_dir: Path, device: str) -> dict[str, Any]:
+def run_worker(variant: str, name: str, steps: int, out_dir: Path, device: str, compile_backend: str = "inductor",
+               *, keep_going: bool = False) -> dict[str, Any]:  # fmt: skip
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "PYTHONPATH": path}
-    cmd = [sys.executable, __file__, "_worker", impl, name, str(steps), str(out_dir), device]
+    cmd = [sys.executable, __file__, "_worker", variant, name, str(steps), str(out_dir), device, compile_backend]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"worker {impl} {name} failed:\n{proc.stderr[-4000:]}")
+        if keep_going:  # one failing variant (e.g. a kernel that crashes) still leaves the other rows
+            print(f"worker {variant} {name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr, flush=True)
+            last = proc.stderr.strip().splitlines()[-1][:160] if proc.stderr.strip() else ""
+            return {"skipped": f"failed (rc {proc.returncode}): {last}"}
+        raise RuntimeError(f"worker {variant} {name} failed:\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_worker":
-        print(json.dumps(worker(argv[1], argv[2], int(argv[3]), Path(argv[4]), argv[5])))
+        print(json.dumps(worker(argv[1], argv[2], int(argv[3]), Path(argv[4]), argv[5], argv[6])))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--configs", nargs="+", default=["5b", "a14b-10l"], choices=sorted(CONFIGS))
     parser.add_argument("--device", default="cuda", help="cuda (the benchmark) or cpu (a smoke run of the script)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "gpu")
+    parser.add_argument("--variants", nargs="+", default=["ours", "diffusers"], choices=VARIANTS)
+    parser.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the -compile variants "
+                        "(aot_eager for a quick CPU smoke run)")  # fmt: skip
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.variants != ["ours", "diffusers"]:
+        return variants_table(args)
     import torch
 
     lines = ["| config | tokens | ours s/step | diffusers s/step | ratio | peak GPU mem ours | peak GPU mem diffusers "
@@ -288,6 +341,48 @@ def main(argv: list[str] | None = None) -> int:
     table = f"GPU: {gpu}; bfloat16 weights, {args.steps} steps, CFG (2 forwards per step), SDPA attention\n\n" + "\n".join(lines)
     print(table, flush=True)
     (args.out / "table.md").write_text(table + "\n")
+    return 0
+
+
+def variants_table(args: argparse.Namespace) -> int:
+    """One row per (config, variant): s/step, ratio to diffusers with the same compile setting, first step."""
+    import torch
+
+    lines = ["| config | tokens | variant | attention | s/step | vs diffusers (same compile) | first step s (compile s) "
+             "| peak GPU mem | final latents rel. L2 vs diffusers |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    gpu = ""
+    for name in args.configs:
+        cfg = CONFIGS[name]
+        res: dict[str, dict[str, Any]] = {}
+        for variant in args.variants:
+            res[variant] = r = run_worker(variant, name, args.steps, args.out, args.device, args.compile_backend,
+                                          keep_going=True)  # fmt: skip
+            if "gpu" in r:
+                gpu = f"{r['gpu']}, torch {r['torch']}"
+            note = f"skipped: {r['skipped']}" if "skipped" in r else (
+                f"{r['per_step_s']:.3f} s/step, first step {r['first_step_s']:.1f} s")  # fmt: skip
+            print(f"  [{name}] {variant}: {note}", file=sys.stderr, flush=True)
+        desc = f"{name}: dim {cfg.dim}, {cfg.num_layers} layers, {cfg.size[0]}x{cfg.size[1]}x{cfg.frames}"
+        for variant in args.variants:
+            r = res[variant]
+            if "skipped" in r:
+                lines.append(f"| {desc} | {cfg.tokens} | {variant} | - | n/a | n/a | n/a | n/a | {r['skipped']} |")
+                continue
+            base = "diffusers-compile" if variant.endswith("-compile") else "diffusers"
+            done = "per_step_s" in res.get(base, {})
+            ratio = f"{r['per_step_s'] / res[base]['per_step_s']:.2f}x" if done else "n/a"
+            rel = "n/a"
+            if done:
+                a, b = torch.load(args.out / f"{variant}-{name}.pt"), torch.load(args.out / f"{base}-{name}.pt")
+                rel = f"{float((a - b).norm() / b.norm()):.1e}"
+            first = f"{r['first_step_s']:.1f}" + (f" ({r['compile_s']:.1f})" if r.get("compile_s") else "")
+            lines.append(f"| {desc} | {cfg.tokens} | {variant} | {r['attention']} | {r['per_step_s']:.2f} | {ratio} | "
+                         f"{first} | {r['peak_bytes'] / 2**30:.1f} GiB | {rel} |")  # fmt: skip
+    table = (f"GPU: {gpu}; bfloat16 weights, {args.steps} steps (per step: median after the first), CFG, "
+             f"compile backend {args.compile_backend}; target: ours-compile <= 0.9x diffusers-compile\n\n"
+             + "\n".join(lines))  # fmt: skip
+    print(table, flush=True)
+    (args.out / "variants.md").write_text(table + "\n")
     return 0
 
 

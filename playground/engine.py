@@ -147,6 +147,7 @@ class Engine:
         quantize: str | None = None,
         offload_blocks: int | None = None,
         vae_tiling: bool | None = None,
+        compile: bool | str = False,
     ) -> None:
         self.ckpt_dir = Path(ckpt_dir) if ckpt_dir else None
         self.demo = demo
@@ -157,6 +158,7 @@ class Engine:
         self._memory_args = (quantize, offload_blocks, vae_tiling)
         self._memory: MemorySetting | None = None          # wanted; resolved on first use (needs the device)
         self._loaded_memory: MemorySetting | None = None   # what the resident pipeline was loaded with
+        self.compile = compile  # load_pipeline(compile=...): regional torch.compile of the DiT block
         self.allow_download = allow_download
         self._lock = threading.Lock()          # one job (load or generate) at a time
         self._pipe: WanVideoPipeline | None = None
@@ -268,6 +270,8 @@ class Engine:
 
         t0 = time.perf_counter()
         kwargs: dict[str, Any] = {"device": self.device, "dtype": self.dtype, **memory.load_kwargs()}
+        if self.compile:
+            kwargs["compile"] = self.compile
         log.info("engine: loading %s from %s on %s (memory %s)", task, ckpt, self.device, memory.as_dict())
         self._pipe = load_pipeline(task, ckpt, **kwargs)
         self._pipe_task = task

@@ -63,6 +63,7 @@ FIELD_LABELS: dict[str, str] = {
     "loras": "LoRAs",
     "phases": "Phases (speed preset)",
     "schedule": "Schedule (speed preset)",
+    "attention": "Attention",
     "preset": "Speed preset",
     "lora_repo": "Hub repo",
     "lora_file": "File in the repo",
@@ -74,7 +75,7 @@ _FIELD_I18N: dict[str, str] = {
     "prompt": "field.prompt", "negative_prompt": "field.negative_prompt", "size": "field.size",
     "frame_num": "field.frames", "fps": "field.fps", "sampling_steps": "field.steps", "shift": "field.shift",
     "guide_scale": "field.guidance", "guide_scale_high": "field.guidance_high", "guide_scale_low": "field.guidance_low",
-    "sample_solver": "field.solver", "seed": "field.seed", "image": "field.image",
+    "sample_solver": "field.solver", "seed": "field.seed", "image": "field.image", "attention": "field.attention",
 }  # fmt: skip
 
 

@@ -155,6 +155,9 @@ class RunRecord:
     lora_strengths: tuple[tuple[float, ...], ...] = ()  # strength of each LoRA at each step
     profile: str = ""                                   # memory profile: none / expert / block
     resident_peak_bytes: int = 0                        # ledger maximum over the denoise
+    attention: tuple[str, ...] = ()                     # concrete attention backend of each step
+    compile_graphs: int = 0                             # graphs torch.compile made during this run
+    compile_seconds: float = 0.0                        # wall time of the block calls that compiled
 
 
 class WanVideoPipeline:
@@ -177,7 +180,10 @@ class WanVideoPipeline:
         t5_cpu: bool = False,
         any_size: bool = False,
         offload_blocks: int = DEFAULT_OFFLOAD_BLOCKS,
+        compile: bool | str | None = None,
     ) -> None:
+        from .compile import BlockCompiler, compile_backend_name
+
         self.spec: ModelSpec = components.spec
         self.device = torch.device(device)
         self.profile = resolve_profile(offload, self.device)
@@ -200,6 +206,12 @@ class WanVideoPipeline:
         self.text_encoder.to(text_device)
         self.last_run: RunRecord | None = None
         self.parallel: Any = None  # wan.distributed.ParallelState in a multi-process run (load_pipeline)
+        # regional compile (wan.compile): one compiled block function shared by every block of every expert
+        backend = compile_backend_name(compile, self.profile)
+        self.compiler: BlockCompiler | None = None if backend is None else BlockCompiler(backend)
+        if self.compiler is not None:
+            for model in self.experts.experts.values():
+                self.compiler.attach(model)
 
     # -- public
 
@@ -213,7 +225,28 @@ class WanVideoPipeline:
         """A validated ``GenerationRequest`` for this pipeline's task (``wan.request.make_request``;
         the pipeline's ``any_size`` is the default policy). No model runs."""
         settings.setdefault("policy", self.policy)
-        return make_request(self.spec.task, prompt, **settings)
+        request = make_request(self.spec.task, prompt, **settings)
+        self.attention_plan(request)
+        return request
+
+    def attention_plan(self, request: GenerationRequest) -> dict[str, str]:
+        """``request.step_attention`` names -> the concrete backend each runs on this pipeline's device.
+
+        Raises ``InputError("attention")`` naming the backend and why it cannot run here (not
+        installed, needs CUDA sm80+, ...), before any model work.
+        """
+        from .modules.attention import AttentionBackendError
+
+        model = next(iter(self.experts.experts.values()))
+        sage_run = request.attention.startswith("sage")
+        names = dict.fromkeys(request.step_attention(i) for i in range(request.sampling_steps))
+        try:
+            return {
+                name: model.attention_backend(name, self.device, full_precision=sage_run and name == "auto")
+                for name in names
+            }
+        except (AttentionBackendError, ValueError) as e:
+            raise InputError("attention", f"{e} (this pipeline runs on {self.device})") from None
 
     @torch.no_grad()
     def generate(
@@ -228,13 +261,15 @@ class WanVideoPipeline:
 
         ``request`` is a ``GenerationRequest`` (from ``plan``), or, for scripts, the prompt with the
         settings as keywords (``image``, ``last_image``, ``negative_prompt``, ``size``, ``frame_num``, ``fps``,
-        ``sampling_steps``, ``shift``, ``guide_scale``, ``sample_solver``, ``seed``, ``any_size``),
+        ``sampling_steps``, ``shift``, ``guide_scale``, ``sample_solver``, ``seed``, ``any_size``, ``attention``),
         validated by ``plan``. Defaults come from the task's ``ModelSpec``. ``size`` is ``(width,
         height)``; with an image it sets the output *area*. ``guide_scale`` is a number, a per-expert
         mapping, or the official ``(low_noise, high_noise)`` pair. ``last_image`` (I2V-A14B, with
         ``image``) makes a first-last frame video: ``generate(prompt, image=first, last_image=last)``;
         it is stretched to the output size set by ``image`` (PIL LANCZOS, as diffusers). ``seed=-1`` draws one (see
-        ``last_run.request.seed``). Raises ``InputError`` for bad input before any model runs and
+        ``last_run.request.seed``). ``attention`` names the attention backend (``"sage:1,1"``: Sage except
+        the first and last step; see ``wan.modules.attention``). Raises ``InputError`` for bad input (also an
+        attention backend this device cannot run) before any model runs and
         ``GenerationCancelled`` when ``callback`` (after each step) or ``decode_callback`` (after each
         decoded latent frame) returns False.
         """
@@ -246,6 +281,7 @@ class WanVideoPipeline:
                 raise InputError("settings", f"give a request or keyword settings, not both; got {sorted(settings)}")
             if request.task != self.spec.task:
                 raise InputError("task", f"the request is for {request.task} but this pipeline runs {self.spec.task}")
+            self.attention_plan(request)
         else:
             request = self.plan(request, **settings)
         if self.parallel is not None:  # every rank runs rank 0's request (and so its seed)
@@ -337,6 +373,7 @@ class WanVideoPipeline:
         timesteps = [float(t) if lightning else int(t) for t in scheduler.timesteps.tolist()]
         total = len(timesteps)
         loras = self._load_loras(request)
+        backends = self.attention_plan(request)
         latents = inputs.latents
         token_mask = None
         if inputs.mask is not None:
@@ -345,6 +382,9 @@ class WanVideoPipeline:
         used: list[str] = []
         guidance: list[float] = []
         strengths: list[tuple[float, ...]] = []
+        attention: list[str] = []
+        compiler = self.compiler
+        graphs0, compile_s0 = (compiler.graphs, compiler.seconds) if compiler is not None else (0, 0.0)
         loads0, switches0 = self.experts.loads, self.experts.switches
         self.experts.ledger.reset_peak()
         completed = False
@@ -365,16 +405,20 @@ class WanVideoPipeline:
                     contexts_of = name
                 t_tensor = torch.tensor([t], dtype=torch.float64 if lightning else torch.int64, device=self.device)
                 t_model: Tensor = t_tensor if token_mask is None else token_mask * t_tensor
+                backend = backends[request.step_attention(i)]
                 guided = self._guided_velocity
                 if self.parallel is not None and self.parallel.cfg_group is not None:
                     guided = self.parallel.guided_velocity  # cond and uncond on two rank groups
-                velocity = guided(model, latents, t_model, contexts[0], contexts[1], inputs.y, phase.guide_scale)
+                velocity = guided(
+                    model, latents, t_model, contexts[0], contexts[1], inputs.y, phase.guide_scale, attention=backend
+                )
                 latents = scheduler.step(velocity, t, latents)
                 if inputs.first_frame is not None and inputs.mask is not None:
                     latents = (1.0 - inputs.mask) * inputs.first_frame + inputs.mask * latents
                 used.append(name)
                 guidance.append(phase.guide_scale)
                 strengths.append(tuple(s for _, s in step_loras))
+                attention.append(backend)
                 if self._stop_after_step(callback, i + 1, total, name, latents):
                     raise GenerationCancelled(f"cancelled by the callback after step {i + 1}/{total}")
             completed = True
@@ -395,6 +439,9 @@ class WanVideoPipeline:
                 lora_strengths=tuple(strengths),
                 profile=self.profile,
                 resident_peak_bytes=self.experts.ledger.peak,
+                attention=tuple(attention),
+                compile_graphs=compiler.graphs - graphs0 if compiler is not None else 0,
+                compile_seconds=compiler.seconds - compile_s0 if compiler is not None else 0.0,
             )
         return latents
 
@@ -434,19 +481,23 @@ class WanVideoPipeline:
         context_null: Any,
         y: Tensor | None,
         scale: float,
+        *,
+        attention: str | None = None,
     ) -> Tensor:
         """Classifier-free guidance with two forward passes: ``uncond + scale * (cond - uncond)``.
 
         ``context``/``context_null`` are the padded embeddings, or the model's cached text side of them.
 
         ``scale == 1`` needs only the conditional pass, ``scale == 0`` only the unconditional one.
+        ``attention`` is the concrete attention backend of the step (None: the model's own choice).
         """
+        kw = {} if attention is None else {"attention": attention}
         if scale == 1.0:
-            return model(latents, t, context, y=y)
-        uncond = model(latents, t, context_null, y=y)
+            return model(latents, t, context, y=y, **kw)
+        uncond = model(latents, t, context_null, y=y, **kw)
         if scale == 0.0:
             return uncond
-        cond = model(latents, t, context, y=y)
+        cond = model(latents, t, context, y=y, **kw)
         return uncond + scale * (cond - uncond)
 
     def decode(self, latents: Tensor, callback: DecodeCallback | None = None) -> Tensor:
@@ -509,6 +560,7 @@ def load_pipeline(
     vae_tiling: bool | None = None,
     parallel: Any = None,
     t5_file: str | Path | None = None,
+    compile: bool | str = False,
 ) -> WanVideoPipeline:
     """Loads ``task`` from ``ckpt_dir`` (official or Diffusers layout) into a ``WanVideoPipeline``.
 
@@ -541,6 +593,10 @@ def load_pipeline(
     from this file (the official bf16 ``.pth``, or a ready fp8 one: LightX2V
     ``models_t5_umt5-xxl-enc-fp8.pth``, ComfyUI ``umt5_xxl_fp8_e4m3fn_scaled.safetensors``; these are
     also found in an official folder that lacks the bf16 file).
+    ``compile=True`` compiles the DiT block with ``torch.compile`` (inductor; a backend name such as
+    ``"aot_eager"`` picks another): one compiled region shared by every block of every expert, static
+    shapes, compiled on the first step of each new size (``pipe.last_run.compile_seconds``; see
+    ``wan.compile``). Not with ``offload="block"`` (ValueError).
     """
     from .configs import get_spec
     from .loading import load_components
@@ -560,6 +616,9 @@ def load_pipeline(
         t5_dtype = dtype if dtype == torch.float32 else torch.bfloat16
     t5_dtype = _floating_dtype(t5_dtype, "t5_dtype")
     profile = resolve_profile(offload, dev)
+    from .compile import compile_backend_name
+
+    compile_backend_name(compile, profile)  # a bad value fails before any weights load
     if isinstance(offload_blocks, bool) or not isinstance(offload_blocks, int) or offload_blocks < 1:
         raise ValueError(f"offload_blocks must be an integer >= 1; got {offload_blocks!r}")
     components = load_components(
@@ -567,7 +626,8 @@ def load_pipeline(
         quantize=quantize, t5_quantize=t5_quantize, dit_files=dit_files, t5_file=t5_file,
     )
     pipe = WanVideoPipeline(
-        components, device=dev, offload=profile, t5_cpu=t5_cpu, any_size=any_size, offload_blocks=offload_blocks
+        components, device=dev, offload=profile, t5_cpu=t5_cpu, any_size=any_size, offload_blocks=offload_blocks,
+        compile=compile,
     )
     if profile == "block" if vae_tiling is None else vae_tiling:
         pipe.vae.enable_tiling()

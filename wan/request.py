@@ -96,6 +96,8 @@ FIELD_HELP: Final[dict[str, str]] = {
     "phases": 'JSON list of {"steps", "expert", "guide_scale", "lora_scale"} covering every step (e.g. Lightning)',
     "schedule": "sigma grid: official (default) or lightning (linspace(1, 0) shifted, float timesteps)",
     "last_image": "i2v-A14B only: image of the last frame (first-last frame video; needs --image)",
+    "attention": "attention backend: auto (default: flash_attn_3, flash_attn_2 or sdpa), sdpa, flash_attn_2, "
+                 "flash_attn_3, sage (int8, opt-in); sage:F,L runs the first F and last L steps at full precision",
 }
 # Flat per-expert guidance names (forms, links, the API) -> expert.
 _FLAT_GUIDE: Final[dict[str, str]] = {"guide_scale_high": "high_noise", "guide_scale_low": "low_noise"}
@@ -176,6 +178,7 @@ class GenerationRequest:
     phases: tuple[Phase, ...] | None = None
     schedule: str = "official"
     last_image: Any = field(default=None, compare=False)
+    attention: str = "auto"
 
     # -- derived
     @property
@@ -220,6 +223,13 @@ class GenerationRequest:
         expert = "dense" if boundary is None else "high_noise" if timestep >= boundary else "low_noise"
         return Phase(1, expert, self.guide_scale[expert], 1.0)
 
+    def step_attention(self, step: int) -> str:
+        """The attention backend name of 0-based ``step``: ``attention`` itself, except for
+        ``"sage:F,L"``: ``"sage"``, and ``"auto"`` (full precision) on the first F and last L steps."""
+        name, full = _split_attention(self.attention)
+        first, last = full
+        return "auto" if step < first or step >= self.sampling_steps - last else name
+
     # -- serialisation
     def to_settings(self) -> dict[str, Any]:
         """The settings JSON (schema ``SETTINGS_VERSION``); ``request_from_values`` reads it back."""
@@ -245,13 +255,14 @@ class GenerationRequest:
             "loras": [_lora_json(lora) for lora in self.loras],
             "phases": None if self.phases is None else [p.to_json() for p in self.phases],
             "schedule": self.schedule,
+            "attention": self.attention,
         }
 
     def with_changes(self, **changes: Any) -> GenerationRequest:
         """A new request with ``changes`` applied, validated again (e.g. ``seed=7`` for a batch)."""
         names = ("prompt", "negative_prompt", "size", "frame_num", "fps", "sampling_steps", "shift", "guide_scale",
                  "sample_solver", "seed", "image", "any_size", "prompt_fields", "loras", "phases", "schedule",
-                 "last_image")  # fmt: skip
+                 "last_image", "attention")  # fmt: skip
         kwargs = {name: getattr(self, name) for name in names}
         kwargs.update(changes)
         return make_request(self.task, **kwargs)
@@ -617,6 +628,44 @@ def _check_last_image(spec: ModelSpec, value: Any) -> Any:
     return value
 
 
+_ATTENTION_RE = re.compile(r"^(?P<name>[a-z0-9_]+)(?::(?P<first>\d{1,3})(?:,(?P<last>\d{1,3}))?)?$")
+
+
+def _check_attention(value: Any) -> str:
+    """``attention``: a backend name (aliases allowed) -> its canonical form; ``sage:F,L`` (or
+    ``sage:N`` = ``sage:N,N``) -> ``"sage:F,L"`` (``"sage"`` when both are 0). Which backends can run is
+    the pipeline's business (its device): here only the spelling is checked."""
+    from .modules.attention import CHOICES, normalize_backend
+
+    form = f"one of {', '.join(CHOICES)}, or sage:F,L (the first F and last L steps at full precision)"
+    m = _ATTENTION_RE.match(value.strip().lower()) if isinstance(value, str) else None
+    if m is None:
+        raise InputError("attention", f"must be {form}; got {_short(value)}")
+    try:
+        name = normalize_backend(m.group("name"))
+    except ValueError:
+        raise InputError("attention", f"must be {form}; got {_short(value)}") from None
+    if m.group("first") is None:
+        return name
+    if name != "sage":
+        raise InputError("attention", f"only sage takes full-precision steps (:F,L); got {_short(value)}")
+    first = int(m.group("first"))
+    last = first if m.group("last") is None else int(m.group("last"))
+    limit = int(LIMITS.sampling_steps.hi)
+    if first > limit or last > limit:
+        raise InputError("attention", f"F and L must be at most {limit} steps; got {_short(value)}")
+    return "sage" if first == last == 0 else f"sage:{first},{last}"
+
+
+def _split_attention(value: str) -> tuple[str, tuple[int, int]]:
+    """A checked ``attention`` -> (backend name, (first, last) full-precision steps)."""
+    name, _, steps = value.partition(":")
+    if not steps:
+        return name, (0, 0)
+    first, last = steps.split(",")
+    return name, (int(first), int(last))
+
+
 def _check_schedule(value: Any) -> str:
     if value not in SCHEDULES:
         raise InputError("schedule", f"must be one of {', '.join(SCHEDULES)}; got {_short(value)}")
@@ -671,6 +720,7 @@ _CHECKS: Final[dict[str, Any]] = {
     "phases": lambda spec, v, p: _check_phases(spec, v, None),
     "schedule": lambda spec, v, p: _check_schedule(v),
     "last_image": lambda spec, v, p: _check_last_image(spec, v),
+    "attention": lambda spec, v, p: _check_attention(v),
 }
 
 
@@ -720,6 +770,7 @@ def make_request(
     phases: Any = None,
     schedule: Any = None,
     last_image: Any = None,
+    attention: Any = None,
 ) -> GenerationRequest:
     """Validates typed settings for ``task`` and resolves defaults and the seed; raises ``InputError``.
 
@@ -728,6 +779,8 @@ def make_request(
     decoded once here (no model runs). ``last_image`` (a path or a PIL image, like ``image``) asks
     I2V-A14B for a first-last frame video; any other task, or no ``image``, is an ``InputError``
     on ``last_image``; it needs ``frame_num >= 5`` (distinct first and last latent frames).
+    ``attention`` (default ``"auto"``) names the attention backend (``_check_attention``); whether it
+    can run on the pipeline's device is checked by the pipeline.
     """
     try:
         spec = get_spec(task)
@@ -772,6 +825,7 @@ def make_request(
     phases_v = _check_phases(spec, phases, steps)
     schedule_v = _check_schedule("official" if schedule is None else schedule)
     loras_v = _check_loras(spec, loras, policy)
+    attention_v = _check_attention("auto" if attention is None else attention)
     output = size_wh if image is None else image_output_size(spec, _image_size(image), size_wh)
     return GenerationRequest(
         task=spec.task,
@@ -793,6 +847,7 @@ def make_request(
         phases=phases_v,
         schedule=schedule_v,
         last_image=last_image,
+        attention=attention_v,
     )
 
 
@@ -849,6 +904,7 @@ _PARSERS: Final[dict[str, Any]] = {
     "loras": lambda v: _lora_values(v),
     "phases": lambda v: _json_list("phases", v),
     "schedule": lambda v: v,
+    "attention": lambda v: v,
 }
 
 
@@ -965,7 +1021,7 @@ def flat_values(task: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     spec = get_spec(task)
     out: dict[str, Any] = {}
     for name in ("prompt", "negative_prompt", "frame_num", "fps", "sampling_steps", "shift", "sample_solver", "seed",
-                 "schedule"):  # fmt: skip
+                 "schedule", "attention"):  # fmt: skip
         if name in kwargs:
             out[name] = kwargs[name]
     if kwargs.get("loras") is not None:

@@ -37,7 +37,7 @@ log = logging.getLogger("wan.app")
 DEMO_DEFAULTS = {"frame_num": 9, "sampling_steps": 4}  # with the demo sizes: seconds on a CPU
 # The request fields of the generate endpoints (the form of a task tab), in the API's order.
 FORM_FIELDS = ("prompt", "negative_prompt", "size", "frame_num", "fps", "sampling_steps", "shift", "sample_solver",
-               "guide_scale_high", "guide_scale_low", "guide_scale", "seed", "randomize_seed")
+               "guide_scale_high", "guide_scale_low", "guide_scale", "seed", "randomize_seed", "attention")
 # Optional API parameters after the form's (appended: the order of the existing ones is kept).
 API_EXTRAS = ("loras", "preset")
 _TASK_TITLES = {
@@ -113,6 +113,7 @@ _FORM_ARGS = (  # the Args lines every generate endpoint shares ({placeholders} 
     'sampling_steps: denoising steps, 1 to {max_steps}; more is slower and sharper. Default {sampling_steps}.',
     'shift: noise-schedule shift of the flow-matching sampler. Default {shift}.',
     'sample_solver: the sampler: {solvers}. Default unipc.',
+    'attention: attention backend: auto (default: the fastest exact one), sdpa, flash_attn_2, flash_attn_3, sage (int8, approximate), or sage:F,L (the first F and last L steps exact); one this server cannot run is an error saying why.',
 )
 
 _SEED_ARGS = (  # the seed Args lines every generate endpoint shares
@@ -343,7 +344,8 @@ def _t2v(run: Run) -> Endpoint:
                            sampling_steps: int, shift: float, sample_solver: str, guide_scale_high: float,
                            guide_scale_low: float, seed: int, randomize_seed: bool, request: gr.Request,
                            progress: gr.Progress = gr.Progress(), prompt_fields: dict[str, Any] | None = None,
-                           owner: str | None = None, loras: str | None = None, preset: str | None = None):
+                           owner: str | None = None, attention: str | None = None, loras: str | None = None,
+                           preset: str | None = None):
         """Generate a video with Wan 2.2 {task}: {title}.
 
         Args:
@@ -369,8 +371,8 @@ def _i2v(run: Run) -> Endpoint:
                            sampling_steps: int, shift: float, sample_solver: str, guide_scale_high: float,
                            guide_scale_low: float, seed: int, randomize_seed: bool, request: gr.Request,
                            progress: gr.Progress = gr.Progress(), prompt_fields: dict[str, Any] | None = None,
-                           owner: str | None = None, image: str | None = None, loras: str | None = None,
-                           preset: str | None = None):
+                           owner: str | None = None, attention: str | None = None, image: str | None = None,
+                           loras: str | None = None, preset: str | None = None):
         """Generate a video with Wan 2.2 {task}: {title}.
 
         Args:
@@ -397,7 +399,8 @@ def _ti2v(run: Run) -> Endpoint:
                             sampling_steps: int, shift: float, sample_solver: str, guide_scale: float, seed: int,
                             randomize_seed: bool, request: gr.Request, progress: gr.Progress = gr.Progress(),
                             prompt_fields: dict[str, Any] | None = None, owner: str | None = None,
-                            image: str | None = None, loras: str | None = None, preset: str | None = None):
+                            attention: str | None = None, image: str | None = None, loras: str | None = None,
+                            preset: str | None = None):
         """Generate a video with Wan 2.2 {task}: {title}.
 
         Args:

@@ -26,6 +26,7 @@ from playground.share import permalink
 from playground.studio import TASK_UI, Studio, form_values_from_settings
 from playground.zerogpu import estimate_gpu_seconds, max_duration, on_zero_gpu
 from wan.configs import ModelSpec
+from wan.modules.attention import CHOICES as ATTENTION_BACKENDS
 from wan.request import image_output_size
 
 from .cancel import CancelRegistry
@@ -53,6 +54,8 @@ from .common import (
 from .endpoints import MAX_BATCH, Endpoint, GenerateRunner, RunCancelled, default_values
 from .lora_panel import LoraPanel
 from . import weights_view
+
+ATTENTION_CHOICES = (*ATTENTION_BACKENDS, "sage:1,1")  # the request's attention values the form offers
 from .safe import code, md, toast
 
 __all__ = ["TAB_KEYS", "TaskView", "estimate_text"]
@@ -293,6 +296,9 @@ class TaskView:
                                            label=t("field.shift"), elem_classes=["shift"])
                 f["sample_solver"] = gr.Dropdown(list(SOLVERS), value="unipc", label=t("field.solver"),
                                                  elem_classes=["solver"])
+                f["attention"] = gr.Dropdown(list(ATTENTION_CHOICES), value="auto", label=t("field.attention"),
+                                             info=t("field.attention_info"), allow_custom_value=True,
+                                             elem_classes=["attention"])
             with gr.Row():
                 g = LIMITS.guide_scale
                 for name, expert, label in (("guide_scale_high", "high_noise", "field.guidance_high"),

@@ -85,17 +85,18 @@ class ParallelState:
 
     def guided_velocity(
         self, model: nn.Module, latents: Tensor, t: Tensor, context: Any, context_null: Any,
-        y: Tensor | None, scale: float,
+        y: Tensor | None, scale: float, *, attention: str | None = None,
     ) -> Tensor:  # fmt: skip
         """CFG-parallel ``uncond + scale * (cond - uncond)``: this rank runs one of the two passes and
         the pair exchanges them. ``scale`` 1 (cond only) / 0 (uncond only): every rank runs that pass."""
         if self.cfg_group is None:
             raise RuntimeError("guided_velocity needs cfg_parallel (a cond/uncond pair of ranks)")
+        kw = {} if attention is None else {"attention": attention}
         if scale == 1.0:
-            return model(latents, t, context, y=y)
+            return model(latents, t, context, y=y, **kw)
         if scale == 0.0:
-            return model(latents, t, context_null, y=y)
-        mine = model(latents, t, context if self.cfg_rank == 0 else context_null, y=y).contiguous()
+            return model(latents, t, context_null, y=y, **kw)
+        mine = model(latents, t, context if self.cfg_rank == 0 else context_null, y=y, **kw).contiguous()
         both = [torch.empty_like(mine) for _ in range(2)]
         dist.all_gather(both, mine, group=self.cfg_group)
         cond, uncond = both

@@ -95,7 +95,7 @@ class SequenceParallel:
         dist.all_to_all_single(out, x, group=self.group)
         return out
 
-    def attention(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    def attention(self, q: Tensor, k: Tensor, v: Tensor, backend: str | None = None) -> Tensor:
         """Local ``q, k, v [B, s, N, D]`` (all heads of this rank's tokens) -> ``[B, s, N, D]``: attention
         over the whole (unpadded) sequence, computed here for heads ``[rank*N/p, (rank+1)*N/p)``."""
         p = self.size
@@ -108,7 +108,7 @@ class SequenceParallel:
             send[:, i].copy_(rearrange(x, "b s (p n) d -> p b s n d", p=p))
         recv = self._all_to_all(send)
         full = rearrange(recv, "p three b s n d -> three b (p s) n d")[:, :, : self.seq_len]
-        out = attention(full[0], full[1], full[2])  # [B, L, N/p, D]
+        out = attention(full[0], full[1], full[2], backend)  # [B, L, N/p, D]
         out = F.pad(out, (0, 0, 0, 0, 0, recv.shape[0] * recv.shape[3] - self.seq_len))
         send = rearrange(out, "b (p s) n d -> p b s n d", p=p).contiguous()
         back = self._all_to_all(send)  # chunk i: head group i of this rank's tokens

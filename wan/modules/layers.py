@@ -91,9 +91,17 @@ def rope_frequencies(grid: tuple[int, int, int], head_dim: int, device: torch.de
 def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
     """Rotates interleaved channel pairs (float32 math).
 
-    x: ``[B, L, heads, D]``; freqs: complex ``[L, D/2]`` -> float32 ``[B, L, heads, D]``.
+    x: ``[B, L, heads, D]``; freqs: complex ``[L, D/2]``, or its ``torch.view_as_real`` view
+    ``[L, D/2, 2]`` (the same product in real arithmetic, for ``torch.compile``) -> float32 ``[B, L, heads, D]``.
     """
     pairs = x.float().reshape(*x.shape[:-1], -1, 2)
+    if not freqs.is_complex():
+        # the table as real (cos, sin) pairs (wan.compile passes this view: inductor generates no code
+        # for complex ops): the same product in real arithmetic
+        f = freqs[None, :, None]  # [1, L, 1, D/2, 2]
+        cos, sin = f[..., 0], f[..., 1]
+        re, im = pairs[..., 0], pairs[..., 1]
+        return torch.stack((re * cos - im * sin, re * sin + im * cos), dim=-1).flatten(3)
     rotated = torch.view_as_complex(pairs) * freqs[None, :, None, :]
     return torch.view_as_real(rotated).flatten(3)
 
@@ -146,7 +154,8 @@ class _AttentionProjections(nn.Module):
 
 
 class SelfAttention(_AttentionProjections):
-    """Self-attention with 3D RoPE. ``x [B, L, dim]``, ``freqs`` complex ``[L, head_dim/2]`` -> ``[B, L, dim]``.
+    """Self-attention with 3D RoPE. ``x [B, L, dim]``, ``freqs`` complex ``[L, head_dim/2]`` -> ``[B, L, dim]``;
+    ``backend``: a concrete attention backend (``wan.modules.attention.resolve_backend``) or None.
 
     With ``sequence_parallel`` set (``WanModel.set_sequence_parallel``), ``x``/``freqs`` are this rank's
     token slice and the attention itself runs through the Ulysses all-to-alls.
@@ -154,13 +163,13 @@ class SelfAttention(_AttentionProjections):
 
     sequence_parallel: Any = None
 
-    def forward(self, x: Tensor, freqs: Tensor) -> Tensor:
+    def forward(self, x: Tensor, freqs: Tensor, backend: str | None = None) -> Tensor:
         x = x.to(compute_dtype(self.q))
         v = self._heads(self.v(x))
         q = apply_rope(self._heads(self.norm_q(self.q(x))), freqs).to(v.dtype)
         k = apply_rope(self._heads(self.norm_k(self.k(x))), freqs).to(v.dtype)
         sp = self.sequence_parallel
-        return self._out(attention(q, k, v) if sp is None else sp.attention(q, k, v))
+        return self._out(attention(q, k, v, backend) if sp is None else sp.attention(q, k, v, backend))
 
 
 class CrossAttention(_AttentionProjections):
@@ -176,10 +185,10 @@ class CrossAttention(_AttentionProjections):
         k = self._heads(self.norm_k(self.k(context))).to(v.dtype)
         return k, v
 
-    def forward(self, x: Tensor, context: Tensor | tuple[Tensor, Tensor]) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | tuple[Tensor, Tensor], backend: str | None = None) -> Tensor:
         k, v = context if isinstance(context, tuple) else self.project_context(context)
         q = self._heads(self.norm_q(self.q(x.to(compute_dtype(self.q))))).to(v.dtype)
-        return self._out(attention(q, k, v))
+        return self._out(attention(q, k, v, backend))
 
 
 @dataclass(frozen=True, eq=False)
@@ -289,16 +298,18 @@ class WanAttentionBlock(nn.Module):
         t_index: TimestepIndex,
         context: Tensor | tuple[Tensor, Tensor],
         freqs: Tensor,
+        backend: str | None = None,
     ) -> Tensor:
         """x: float32 ``[B, L, dim]``; e0: float32 ``[U, 6, dim]`` (one row per distinct timestep);
         t_index: int64 ``[B, L']`` (``L'`` = 1 or L) picking a row of e0 per token, or
         :class:`TimestepRuns`; context ``[B, L_ctx, dim]`` (embedded text) or this block's cached
-        ``(k, v)``; freqs: complex ``[L, head_dim/2]``."""
+        ``(k, v)``; freqs: complex ``[L, head_dim/2]`` or its real view; backend: the concrete attention backend of
+        both attentions (``resolve_backend``), None = chosen per call."""
         mod = _Modulation(self.modulation.float()[0] + e0, t_index)  # [U, 6, dim]
         h = mod.modulate(self._layer_norm(x), 0, 1)
-        x = mod.gated_add(x, self.self_attn(h, freqs), 2)
+        x = mod.gated_add(x, self.self_attn(h, freqs, backend), 2)
         ln3 = F.layer_norm(x, (x.shape[-1],), self.norm3.weight.float(), self.norm3.bias.float(), self.eps)
-        x = x + self.cross_attn(ln3, context)
+        x = x + self.cross_attn(ln3, context, backend)
         h = mod.modulate(self._layer_norm(x), 3, 4)
         h = h.to(compute_dtype(self.ffn[0]))
         return mod.gated_add(x, self.ffn(h), 5)

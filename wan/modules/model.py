@@ -44,12 +44,14 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from .attention import resolve_backend
 from .layers import (
     ContextCache,
     Head,
     TimestepIndex,
     TimestepRuns,
     WanAttentionBlock,
+    compute_dtype,
     linear_f32,
     rope_frequencies,
     sinusoidal_embedding,
@@ -303,6 +305,9 @@ class WanModel(nn.Module):
         # (f, h, w, device) -> RoPE table; a plain attribute, not a buffer (state_dict keys unchanged)
         self._rope_cache: OrderedDict[tuple[int, int, int, torch.device], Tensor] = OrderedDict()
         self.sequence_parallel: Any = None  # wan.distributed.SequenceParallel while sharding tokens
+        # runner(block, x, e0, t_index, context, freqs, backend) -> x, called for every block instead of
+        # block(...) when set (wan.compile.BlockCompiler: one compiled region shared by all blocks)
+        self.block_runner: Any = None
 
     def set_sequence_parallel(self, sp: Any) -> None:
         """Split every forward's video tokens over a Ulysses group (``wan.distributed.SequenceParallel``;
@@ -416,15 +421,25 @@ class WanModel(nn.Module):
 
     # -- forward
 
-    def forward(self, x: Tensor, t: Tensor, context: Tensor | ContextCache, y: Tensor | None = None) -> Tensor:
+    def attention_backend(self, attention: str | None, device: torch.device, *, full_precision: bool = False) -> str:
+        """The concrete attention backend a forward on ``device`` uses for the name ``attention``
+        (``wan.modules.attention.resolve_backend`` with this model's compute dtype and head dim)."""
+        dtype = compute_dtype(self.blocks[0].self_attn.v) if len(self.blocks) else torch.float32
+        return resolve_backend(attention, device, dtype, self.config.head_dim, full_precision=full_precision)
+
+    def forward(
+        self, x: Tensor, t: Tensor, context: Tensor | ContextCache, y: Tensor | None = None, *, attention: str | None = None
+    ) -> Tensor:
         """Predicts the flow velocity.
 
         x: ``[B, C_x, F, H, W]`` latents (any float dtype); y: optional ``[B, C_y, F, H, W]``
         concatenated after x on channels (i2v: 4 mask + 16 image-latent channels);
         t: ``[B]`` (or ``[1]``/scalar, broadcast) or per-token ``[B, L]`` with
         ``L = (F/p_t)(H/p_h)(W/p_w)`` in ``(f, h, w)`` order, float or int;
-        context: ``[B, text_len, text_dim]``, already zero-padded, or ``encode_context(context)``.
-        Returns float32 ``[B, out_dim, F, H, W]``.
+        context: ``[B, text_len, text_dim]``, already zero-padded, or ``encode_context(context)``;
+        attention: the attention backend name (``"auto"``/None, ``"sdpa"``, ``"flash_attn_2"``,
+        ``"flash_attn_3"``, ``"sage"``), resolved once per forward (``AttentionBackendError`` if it
+        cannot run). Returns float32 ``[B, out_dim, F, H, W]``.
         """
         if y is not None:
             if y.ndim != 5 or y.shape[0] != x.shape[0] or y.shape[2:] != x.shape[2:]:
@@ -443,13 +458,18 @@ class WanModel(nn.Module):
         sp = self.sequence_parallel
         if sp is not None:  # this rank's slice of the (padded) tokens, RoPE rows and timestep index
             tokens, freqs, t_index = sp.shard(tokens, freqs, t_index)
+        backend = self.attention_backend(attention, x.device)
+        run = self.block_runner
         if isinstance(context, ContextCache):
-            for block, kv in zip(self.blocks, context.kv, strict=True):
-                tokens = block(tokens, e0, t_index, kv, freqs)
+            contexts: Any = context.kv
         else:
             ctx = self.text_embedding(context.to(self.text_embedding[0].weight.dtype))
-            for block in self.blocks:
-                tokens = block(tokens, e0, t_index, ctx, freqs)
+            contexts = [ctx] * len(self.blocks)
+        for block, ctx_i in zip(self.blocks, contexts, strict=True):
+            if run is None:
+                tokens = block(tokens, e0, t_index, ctx_i, freqs, backend)
+            else:
+                tokens = run(block, tokens, e0, t_index, ctx_i, freqs, backend)
 
         out = self.head(tokens, e, t_index)
         if sp is not None:
