@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .configs import LIMITS, SCHEDULES, SOLVERS, get_spec
 from .errors import CheckpointError, InputError
 from .lora import LoraSpec  # torch-free at import
+from .stepcache import StepCache, cache_text, parse_cache  # torch-free at import
 
 if TYPE_CHECKING:
     from .configs import ModelSpec
@@ -96,6 +97,7 @@ FIELD_HELP: Final[dict[str, str]] = {
     "phases": 'JSON list of {"steps", "expert", "guide_scale", "lora_scale"} covering every step (e.g. Lightning)',
     "schedule": "sigma grid: official (default) or lightning (linspace(1, 0) shifted, float timesteps)",
     "last_image": "i2v-A14B only: image of the last frame (first-last frame video; needs --image)",
+    "cache": "step cache: off (default), magcache, easycache (published settings), METHOD:THRESHOLD or JSON",
 }
 # Flat per-expert guidance names (forms, links, the API) -> expert.
 _FLAT_GUIDE: Final[dict[str, str]] = {"guide_scale_high": "high_noise", "guide_scale_low": "low_noise"}
@@ -155,6 +157,7 @@ class GenerationRequest:
     image, never serialised (``to_settings`` names its file, like ``image``). At run time it is
     stretched to ``output_size`` (the size set by the first image) with PIL LANCZOS, no crop and
     aspect not kept, exactly as diffusers' ``WanImageToVideoPipeline`` preprocesses ``last_image``.
+    ``cache`` is the step cache (``wan.stepcache.StepCache``: MagCache or EasyCache), None when off.
     """
 
     task: str
@@ -176,6 +179,7 @@ class GenerationRequest:
     phases: tuple[Phase, ...] | None = None
     schedule: str = "official"
     last_image: Any = field(default=None, compare=False)
+    cache: StepCache | None = None
 
     # -- derived
     @property
@@ -245,13 +249,14 @@ class GenerationRequest:
             "loras": [_lora_json(lora) for lora in self.loras],
             "phases": None if self.phases is None else [p.to_json() for p in self.phases],
             "schedule": self.schedule,
+            "cache": None if self.cache is None else self.cache.to_json(),
         }
 
     def with_changes(self, **changes: Any) -> GenerationRequest:
         """A new request with ``changes`` applied, validated again (e.g. ``seed=7`` for a batch)."""
         names = ("prompt", "negative_prompt", "size", "frame_num", "fps", "sampling_steps", "shift", "guide_scale",
                  "sample_solver", "seed", "image", "any_size", "prompt_fields", "loras", "phases", "schedule",
-                 "last_image")  # fmt: skip
+                 "last_image", "cache")  # fmt: skip
         kwargs = {name: getattr(self, name) for name in names}
         kwargs.update(changes)
         return make_request(self.task, **kwargs)
@@ -671,6 +676,7 @@ _CHECKS: Final[dict[str, Any]] = {
     "phases": lambda spec, v, p: _check_phases(spec, v, None),
     "schedule": lambda spec, v, p: _check_schedule(v),
     "last_image": lambda spec, v, p: _check_last_image(spec, v),
+    "cache": lambda spec, v, p: parse_cache(spec.task, v),
 }
 
 
@@ -720,6 +726,7 @@ def make_request(
     phases: Any = None,
     schedule: Any = None,
     last_image: Any = None,
+    cache: Any = None,
 ) -> GenerationRequest:
     """Validates typed settings for ``task`` and resolves defaults and the seed; raises ``InputError``.
 
@@ -728,6 +735,7 @@ def make_request(
     decoded once here (no model runs). ``last_image`` (a path or a PIL image, like ``image``) asks
     I2V-A14B for a first-last frame video; any other task, or no ``image``, is an ``InputError``
     on ``last_image``; it needs ``frame_num >= 5`` (distinct first and last latent frames).
+    ``cache``: None/``"off"``, a preset name, text or a mapping (``wan.stepcache.parse_cache``).
     """
     try:
         spec = get_spec(task)
@@ -772,6 +780,7 @@ def make_request(
     phases_v = _check_phases(spec, phases, steps)
     schedule_v = _check_schedule("official" if schedule is None else schedule)
     loras_v = _check_loras(spec, loras, policy)
+    cache_v = parse_cache(spec.task, cache)
     output = size_wh if image is None else image_output_size(spec, _image_size(image), size_wh)
     return GenerationRequest(
         task=spec.task,
@@ -793,6 +802,7 @@ def make_request(
         phases=phases_v,
         schedule=schedule_v,
         last_image=last_image,
+        cache=cache_v,
     )
 
 
@@ -849,6 +859,7 @@ _PARSERS: Final[dict[str, Any]] = {
     "loras": lambda v: _lora_values(v),
     "phases": lambda v: _json_list("phases", v),
     "schedule": lambda v: v,
+    "cache": lambda v: v,  # text, JSON text or a mapping: parse_cache reads every form (make_request, check_fields)
 }
 
 
@@ -972,6 +983,11 @@ def flat_values(task: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         out["loras"] = [_lora_json(x) if isinstance(x, LoraSpec) else x for x in kwargs["loras"]]
     if kwargs.get("phases") is not None:
         out["phases"] = [x.to_json() if isinstance(x, Phase) else x for x in kwargs["phases"]]
+    if "cache" in kwargs:
+        try:
+            out["cache"] = cache_text(spec.task, parse_cache(spec.task, kwargs["cache"]))
+        except InputError:
+            pass
     if "size" in kwargs:
         out["size"] = format_size(*kwargs["size"])
     if "guide_scale" in kwargs:
