@@ -9,7 +9,8 @@
 # Parts: 1. memory profiles: one CFG step per task (T2V-A14B width @832x480x81, TI2V-5B @1280x704x121)
 #        and profile (none/expert/block, +fp8 when wan.quant exists): peak VRAM, s/step vs resident
 #        (bench/bench_memory.py device); 2. ours vs diffusers resident (bench/bench_gpu.py);
-#        3. LoRA cost (bench/bench_lora.py); 4. the CPU memory bench (bench/bench_memory.py).
+#        3. LoRA cost (bench/bench_lora.py); 4. the CPU memory bench (bench/bench_memory.py);
+#        5. step cache: effective s/step per cache setting at 32760 tokens (bench/bench_cache.py device).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=gpu
@@ -43,11 +44,13 @@ if [ "$MODE" = gpu ]; then
   part vs_diffusers 100 "$PY" bench/bench_gpu.py --configs 5b a14b-10l --steps 2
   part lora 40 "$PY" bench/bench_lora.py --repeats 3
   part cpu_memory 40 "$PY" bench/bench_memory.py --dim 512 --layers 4
+  part cache 60 "$PY" bench/bench_cache.py device --layers 2 --steps 40
 else
   part profiles 240 "$PY" bench/bench_memory.py device --tasks tiny --device cpu --profiles none expert block --timeout 60
   part vs_diffusers 150 "$PY" bench/bench_gpu.py --device cpu --configs tiny --steps 2
   part lora 120 "$PY" bench/bench_lora.py --dim 128 --layers 2 --repeats 2
   part cpu_memory 240 "$PY" bench/bench_memory.py --dim 256 --layers 4
+  part cache 120 "$PY" bench/bench_cache.py device --device cpu --layers 2 --steps 12
 fi
 
 { echo "## summary"; echo
