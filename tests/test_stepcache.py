@@ -389,3 +389,43 @@ def _image() -> Any:
     from PIL import Image
 
     return Image.new("RGB", (80, 48), (120, 60, 30))
+
+
+# --------------------------------------------------------------------------------- the app
+
+
+def test_the_app_runs_records_and_restores_the_cache_setting(tmp_path: Path) -> None:
+    """The form value reaches the request, the result's settings record the setting and the forwards
+    it saved (and the status line says so); restoring the result puts the setting back in the form."""
+    from playground.engine import Engine
+    from playground.history import HistoryStore
+    from playground.studio import Studio, form_values_from_settings
+    from playground.views.endpoints import GenerateRunner
+    from playground.views.task_tab import CACHE_PRESETS, cache_text
+
+    studio = Studio(Engine(demo=True, demo_root=tmp_path / "demo"), HistoryStore(tmp_path / "out"), any_size=True)
+    values = {"prompt": PROMPT, "size": "64*64", "frame_num": 1, "sampling_steps": 12, "seed": 1, "cache": "magcache"}
+    req = studio.build_request("t2v-A14B", values)
+    assert req.cache == stepcache.preset("magcache", "t2v-A14B")
+    entry = studio.generate(req)
+    settings = entry.settings
+    assert settings["cache"] == {"method": "magcache", "threshold": 0.06, "max_skips": 2, "retention": 0.4}
+    plan = plan_decisions(req.cache, "t2v-A14B", studio.engine.pipeline("t2v-A14B").last_run.experts)
+    reused = sum(v == "reused" for d in plan for v in d.values())
+    assert settings["forwards"] == {"run": 24 - reused, "reused": reused} and reused > 0
+    assert f"step cache: {reused} of 24 model evaluations reused" in GenerateRunner.done_text(entry, "en")
+    assert form_values_from_settings(settings)["cache"] == "magcache"
+    off = studio.generate(studio.build_request("t2v-A14B", {**values, "cache": "off"}))
+    assert off.settings["cache"] is None and off.settings["forwards"] == {"run": 24, "reused": 0}
+    assert "step cache" not in GenerateRunner.done_text(off, "en")
+    # the info line under the control: exact MagCache counts, the EasyCache figures, the few-step rule
+    assert CACHE_PRESETS == ("off", *stepcache.METHODS)
+    def plain(markdown: str) -> str:  # the line is escaped Markdown
+        return markdown.replace("\\", "")
+
+    assert "reuses 28 of 80 model evaluations at 40 steps" in plain(cache_text("magcache", "t2v-A14B", 40, 12.0))
+    assert "21 of 80" in plain(cache_text("magcache", "i2v-A14B", 40, 5.0))
+    assert "2.2×" in plain(cache_text("easycache", "t2v-A14B", 40, 12.0))
+    assert "Under 10 steps" in plain(cache_text("magcache", "t2v-A14B", 4, 5.0))
+    assert plain(cache_text("teacache", "t2v-A14B", 40, 12.0)).startswith("⚠ Step cache")
+    assert "复用 80 次模型计算中的 28 次" in plain(cache_text("magcache", "t2v-A14B", 40, 12.0, lang="zh"))
