@@ -11,7 +11,7 @@
    steps with the published setting. EasyCache decides on the model's outputs, so random weights say
    nothing about real-weight savings: the row shows the mechanism runs, not a speed-up to expect.
 
-``python bench/bench_cache.py device [--layers 2 --steps 40]`` (GPU; ``bench/device_check.sh``): the
+``python bench/bench_cache.py device [--layers 1 --steps 40]`` (GPU; ``bench/device_check.sh``): the
 pipeline's ``denoise`` at real token counts (T2V-A14B width 5120, 832x480x81 = 32760 tokens, ``--layers``
 of the 40 blocks, random bf16 weights, the same model in both expert slots) for off / magcache /
 easycache: effective seconds per step (denoise wall time / steps) and forwards run. The target:

@@ -44,7 +44,7 @@ if [ "$MODE" = gpu ]; then
   part vs_diffusers 100 "$PY" bench/bench_gpu.py --configs 5b a14b-10l --steps 2
   part lora 40 "$PY" bench/bench_lora.py --repeats 3
   part cpu_memory 40 "$PY" bench/bench_memory.py --dim 512 --layers 4
-  part cache 60 "$PY" bench/bench_cache.py device --layers 2 --steps 40
+  part cache 60 "$PY" bench/bench_cache.py device --layers 1 --steps 40
 else
   part profiles 240 "$PY" bench/bench_memory.py device --tasks tiny --device cpu --profiles none expert block --timeout 60
   part vs_diffusers 150 "$PY" bench/bench_gpu.py --device cpu --configs tiny --steps 2
