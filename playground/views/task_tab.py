@@ -122,6 +122,8 @@ def cache_text(cache: str | None, task: str, steps: float, shift: float, solver:
                         ratio=f"{2 * n / (2 * n - reused):.2f}"))
     else:
         lines.append(tr("cache.info_easycache", lang))
+    if not custom and n >= MIN_STEPS:  # the authors' figures hold for their published setting only
+        lines.append(tr(f"cache.claim_{config.method}", lang))
     return md(" ".join(lines))
 
 
@@ -407,8 +409,10 @@ class TaskView:
                                   queue=False, show_progress="hidden", api_visibility="private")
         self._wire_assistant()
         cache_inputs = [self.form[k] for k in ("cache", "sampling_steps", "shift", "sample_solver")]
+        # always_last: a restore (permalink, link) changes these while the load's own call may still run
         gr.on([demo.load, *(c.change for c in cache_inputs)], self.cache_note, inputs=cache_inputs,
-              outputs=self.cache_info, queue=False, show_progress="hidden", api_visibility="private")
+              outputs=self.cache_info, queue=False, show_progress="hidden", trigger_mode="always_last",
+              api_visibility="private")
         estimate_inputs = [self.form[k] for k in ("size", "frame_num", "fps", "sampling_steps")]
         gr.on([demo.load, *(c.change for c in estimate_inputs)], self.estimate, inputs=estimate_inputs,
               outputs=self.estimate_md, queue=False, show_progress="hidden", api_visibility="private")
