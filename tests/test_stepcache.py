@@ -367,6 +367,7 @@ def test_cache_is_a_request_setting() -> None:
     ('{"method": "magcache", "threshold": "x"}', "threshold must be a number"),
     ("{bad json", "is not valid JSON"),
     (3, "got int"),
+    (StepCache("teacache", 0.1), "method must be one of magcache, easycache"),
 ])
 def test_bad_cache_values_name_the_field_and_the_forms(value: Any, message: str) -> None:
     with pytest.raises(InputError) as e:

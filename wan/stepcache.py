@@ -264,7 +264,7 @@ def parse_cache(task: str, value: Any) -> StepCache | None:
     if value is None:
         return None
     if isinstance(value, StepCache):
-        return _from_mapping(task, value.to_json())
+        return _from_mapping(task, {"method": value.method, **{k: getattr(value, k) for k in _PARAMS.get(value.method, ())}})
     if isinstance(value, Mapping):
         return _from_mapping(task, value)
     if isinstance(value, str):
