@@ -330,6 +330,15 @@ def test_caching_works_with_lora_and_fp8(tiny_ckpt: Callable[..., Path], tmp_pat
     assert pipe.last_run.completed and torch.isfinite(out).all()
 
 
+def test_caching_in_the_block_profile_matches_the_resident_run(t2v: WanVideoPipeline,
+                                                               tiny_ckpt: Callable[..., Path]) -> None:
+    block = load_pipeline("t2v-A14B", tiny_ckpt("t2v-A14B"), device="cpu", dtype=torch.float32, offload="block",
+                          any_size=True)
+    mag = "magcache:threshold=0.5,max_skips=3,retention=0.2"
+    assert torch.equal(generate(block, 10, mag), generate(t2v, 10, mag))
+    assert forwards_log(block) == forwards_log(t2v) and block.last_run.forwards_reused > 0
+
+
 # ---------------------------------------------------------------------------- the request
 
 
