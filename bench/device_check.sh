@@ -14,7 +14,8 @@
 #        6. attention backends and compile at the TI2V-5B 720p token count (bench/bench_gpu.py --variants):
 #        ours SDPA / compiled / Sage / FlashAttention vs diffusers plain / compiled, per-step time and
 #        compile time (target: ours compiled <= 0.9x diffusers compiled). The report is copied to $OUT
-#        after every part, so a run cut short still returns the parts it finished.
+#        after every part, so a run cut short still returns the parts it finished;
+#        7. step cache: effective s/step per cache setting at 32760 tokens (bench/bench_cache.py device).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=gpu
@@ -53,6 +54,7 @@ if [ "$MODE" = gpu ]; then
   part dist_world1 40 "$PY" bench/bench_comm.py overhead --task ti2v-5B --layers 8 --steps 3
   part attention_compile 130 "$PY" bench/bench_gpu.py --configs 5b --steps 3 \
     --variants ours ours-compile ours-sage ours-fa diffusers diffusers-compile
+  part cache 50 "$PY" bench/bench_cache.py device --layers 1 --steps 40
 else
   part profiles 240 "$PY" bench/bench_memory.py device --tasks tiny --device cpu --profiles none expert block --timeout 60
   part vs_diffusers 150 "$PY" bench/bench_gpu.py --device cpu --configs tiny --steps 2
@@ -61,6 +63,7 @@ else
   part dist_world1 120 "$PY" bench/bench_comm.py overhead --task tiny --layers 2 --device cpu
   part attention_compile 300 "$PY" bench/bench_gpu.py --device cpu --configs tiny --steps 3 --compile-backend aot_eager \
     --variants ours ours-compile ours-sage ours-fa diffusers diffusers-compile
+  part cache 120 "$PY" bench/bench_cache.py device --device cpu --layers 2 --steps 12
 fi
 
 { echo "## summary"; echo

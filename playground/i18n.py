@@ -693,6 +693,54 @@ _MEMORY: dict[str, dict[str, str]] = {
 for _lang, _table in _MEMORY.items():
     STRINGS[_lang].update(_table)
 
+# The step cache control of a task tab (wan.stepcache; playground/views/task_tab.py).
+_CACHE: dict[str, dict[str, str]] = {
+    "en": {
+        "field.cache": "Step cache (speed)",
+        "cache.off": "Quality · off",
+        "cache.magcache": "Balanced · MagCache",
+        "cache.easycache": "Fast · EasyCache",
+        "cache.info_off": "Every step runs the full model: the reference quality.",
+        "cache.info_magcache": "MagCache reuses {reused} of {total} model evaluations at {steps} steps: {ratio}× fewer.",
+        "cache.claim_magcache": "With this published setting its authors report 1.5–2× faster Wan 2.2 videos without much visible change.",
+        "cache.info_easycache": "EasyCache decides while it runs, from the model's own outputs.",
+        "cache.claim_easycache": "With this published setting its authors report about 2.2× faster T2V-A14B and 2.3–2.5× faster TI2V-5B videos at 720p with a small loss of fidelity.",
+        "cache.info_custom": "Custom setting: {text}.",
+        "cache.info_few": "Under {min} steps (e.g. the Lightning presets) the step cache skips nothing.",
+        "cache.done": "step cache: {reused} of {total} model evaluations reused",
+    },
+    "ko": {
+        "field.cache": "스텝 캐시 (속도)",
+        "cache.off": "품질 · 끔",
+        "cache.magcache": "균형 · MagCache",
+        "cache.easycache": "빠르게 · EasyCache",
+        "cache.info_off": "모든 스텝에서 전체 모델을 실행합니다: 기준 품질.",
+        "cache.info_magcache": "MagCache는 {steps}스텝에서 모델 계산 {total}회 중 {reused}회를 재사용합니다: {ratio}배 적음.",
+        "cache.claim_magcache": "이 공개된 설정으로 저자들은 Wan 2.2 영상이 눈에 띄는 변화 없이 1.5–2배 빨라진다고 보고합니다.",
+        "cache.info_easycache": "EasyCache는 실행 중에 모델 출력으로 판단합니다.",
+        "cache.claim_easycache": "이 공개된 설정으로 저자들은 720p에서 T2V-A14B 약 2.2배, TI2V-5B 2.3–2.5배 빨라지고 충실도가 약간 떨어진다고 보고합니다.",
+        "cache.info_custom": "사용자 설정: {text}.",
+        "cache.info_few": "{min}스텝 미만(예: Lightning 프리셋)에서는 스텝 캐시가 아무것도 건너뛰지 않습니다.",
+        "cache.done": "스텝 캐시: 모델 계산 {total}회 중 {reused}회 재사용",
+    },
+    "zh": {
+        "field.cache": "步缓存（速度）",
+        "cache.off": "质量 · 关闭",
+        "cache.magcache": "均衡 · MagCache",
+        "cache.easycache": "快速 · EasyCache",
+        "cache.info_off": "每一步都运行完整模型：基准质量。",
+        "cache.info_magcache": "在 {steps} 步时，MagCache 复用 {total} 次模型计算中的 {reused} 次：计算次数为原来的 1/{ratio}。",
+        "cache.claim_magcache": "使用这一公开设置，作者报告 Wan 2.2 视频提速 1.5–2 倍，画面变化不明显。",
+        "cache.info_easycache": "EasyCache 在运行时根据模型自身的输出决定。",
+        "cache.claim_easycache": "使用这一公开设置，作者报告 720p 下 T2V-A14B 约提速 2.2 倍、TI2V-5B 提速 2.3–2.5 倍，保真度略有下降。",
+        "cache.info_custom": "自定义设置：{text}。",
+        "cache.info_few": "少于 {min} 步（例如 Lightning 预设）时，步缓存不会跳过任何计算。",
+        "cache.done": "步缓存：{total} 次模型计算中复用了 {reused} 次",
+    },
+}
+for _lang, _table in _CACHE.items():
+    STRINGS[_lang].update(_table)
+
 _LANG_RE = re.compile(r"([a-zA-Z]{2,3})(?:-[a-zA-Z0-9]+)?\s*(?:;\s*q=([0-9.]+))?")
 
 

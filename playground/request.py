@@ -67,6 +67,7 @@ FIELD_LABELS: dict[str, str] = {
     "preset": "Speed preset",
     "lora_repo": "Hub repo",
     "lora_file": "File in the repo",
+    "cache": "Step cache",
 }
 
 

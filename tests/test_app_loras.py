@@ -311,12 +311,12 @@ def test_generate_endpoints_keep_their_parameters_and_append_loras_preset():
     t2v = list(inspect.signature(_t2v(run)).parameters)
     assert t2v[:12] == ["prompt", "negative_prompt", "size", "frame_num", "fps", "sampling_steps", "shift",
                         "sample_solver", "guide_scale_high", "guide_scale_low", "seed", "randomize_seed"]
-    assert t2v[-2:] == ["loras", "preset"]
+    assert t2v[-3:] == ["loras", "preset", "cache"]
     for task, fn in (("i2v-A14B", _i2v(run)), ("ti2v-5B", _ti2v(run))):
         params = list(inspect.signature(fn).parameters)
-        assert params[-3:] == ["image", "loras", "preset"]
+        assert params[-4:] == ["image", "loras", "preset", "cache"]
         document(fn, **doc_values(task, get_spec(task), False, False))  # as the app documents it
-        assert "loras:" in fn.__doc__ and "preset:" in fn.__doc__
+        assert "loras:" in fn.__doc__ and "preset:" in fn.__doc__ and "cache:" in fn.__doc__
 
 
 def test_every_lora_string_in_three_languages():

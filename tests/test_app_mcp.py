@@ -84,7 +84,7 @@ def test_tools_are_listed_with_docstring_descriptions(mcp_server):
     props = t2v.inputSchema["properties"]
     assert t2v.inputSchema["required"] == ["prompt"]
     assert {"prompt", "negative_prompt", "size", "frame_num", "fps", "sampling_steps", "shift", "sample_solver",
-            "guide_scale_high", "guide_scale_low", "seed", "randomize_seed", "attention", "loras", "preset"} == set(props)
+            "guide_scale_high", "guide_scale_low", "seed", "randomize_seed", "attention", "loras", "preset", "cache"} == set(props)
     assert "prompt_fields" not in props  # the assistant's gr.State is not a tool argument
     for name, prop in props.items():  # every argument is documented from the docstring's Args section
         assert len(prop.get("description", "")) > 15, (name, prop)

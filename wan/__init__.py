@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .errors import CheckpointError, GenerationCancelled, GenerationError, InputError
     from .pipeline import load_pipeline
     from .request import GenerationRequest, make_request
+    from .stepcache import StepCache
 
 __all__ = [
     "LIMITS",
@@ -30,6 +31,7 @@ __all__ = [
     "GenerationRequest",
     "InputError",
     "ModelSpec",
+    "StepCache",
     "get_spec",
     "load_pipeline",
     "make_request",
@@ -48,6 +50,7 @@ _LAZY: dict[str, str] = {
     "load_pipeline": "pipeline",
     "GenerationRequest": "request",
     "make_request": "request",
+    "StepCache": "stepcache",
 }
 
 

@@ -32,6 +32,10 @@ and the VAE is on the device only while it encodes/decodes.
 Noise: ``torch.randn((z, F_lat, h, w), float32)`` from a CPU ``torch.Generator`` seeded with ``seed``
 (the official code draws the same way on a CUDA generator; a CPU generator makes a seed reproduce on
 any device). CFG is two separate forward passes per step: ``uncond + g * (cond - uncond)``.
+
+Step cache (``request.cache``, ``wan.stepcache``): each branch's forward may return ``x + r`` (the
+residual of its last computed forward) instead of running the DiT; ``last_run.forwards`` records,
+per step and branch, whether the forward ran or was reused.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from .lora import apply_loras, remove_loras
 from .offload import DEFAULT_OFFLOAD_BLOCKS, BlockOffloader, ExpertOffloader, ModuleShuttle, make_offloader, resolve_profile
 from .request import GenerationRequest, RequestPolicy, make_request
 from .schedulers import make_scheduler
+from .stepcache import BRANCHES, StepCacheRun
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -69,6 +74,7 @@ __all__ = [
     "InputError",
     "LatentInputs",
     "RunRecord",
+    "StepForwards",
     "WanVideoPipeline",
     "load_pipeline",
 ]
@@ -139,6 +145,15 @@ class LatentInputs:
 
 
 @dataclass(frozen=True)
+class StepForwards:
+    """The DiT forwards of one step: per CFG branch ``"run"`` (the model ran), ``"reused"`` (the step
+    cache returned ``x + r``), or None (the branch was not evaluated: CFG off, guidance 1 or 0)."""
+
+    cond: str | None = None
+    uncond: str | None = None
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """What the last ``generate`` did: the request (with the seed used), the integer timesteps, the
     expert of each step, and how many expert copies to the device / expert switches it took; the memory
@@ -158,6 +173,17 @@ class RunRecord:
     attention: tuple[str, ...] = ()                     # concrete attention backend of each step
     compile_graphs: int = 0                             # graphs torch.compile made during this run
     compile_seconds: float = 0.0                        # wall time of the block calls that compiled
+    forwards: tuple[StepForwards, ...] = ()             # per step: each branch's forward ran or was reused
+
+    @property
+    def forwards_run(self) -> int:
+        """DiT forwards the run computed."""
+        return sum((f.cond == "run") + (f.uncond == "run") for f in self.forwards)
+
+    @property
+    def forwards_reused(self) -> int:
+        """DiT forwards the step cache replaced by its cached residual."""
+        return sum((f.cond == "reused") + (f.uncond == "reused") for f in self.forwards)
 
 
 class WanVideoPipeline:
@@ -261,12 +287,15 @@ class WanVideoPipeline:
 
         ``request`` is a ``GenerationRequest`` (from ``plan``), or, for scripts, the prompt with the
         settings as keywords (``image``, ``last_image``, ``negative_prompt``, ``size``, ``frame_num``, ``fps``,
-        ``sampling_steps``, ``shift``, ``guide_scale``, ``sample_solver``, ``seed``, ``any_size``, ``attention``),
+        ``sampling_steps``, ``shift``, ``guide_scale``, ``sample_solver``, ``seed``, ``any_size``, ``attention``,
+        ``cache``),
         validated by ``plan``. Defaults come from the task's ``ModelSpec``. ``size`` is ``(width,
         height)``; with an image it sets the output *area*. ``guide_scale`` is a number, a per-expert
         mapping, or the official ``(low_noise, high_noise)`` pair. ``last_image`` (I2V-A14B, with
         ``image``) makes a first-last frame video: ``generate(prompt, image=first, last_image=last)``;
-        it is stretched to the output size set by ``image`` (PIL LANCZOS, as diffusers). ``seed=-1`` draws one (see
+        it is stretched to the output size set by ``image`` (PIL LANCZOS, as diffusers). ``cache`` (off by default)
+        skips DiT forwards with a step cache: ``"magcache"``, ``"easycache"`` or a ``wan.StepCache``
+        (``wan.stepcache``; ``last_run.forwards`` says which forwards ran). ``seed=-1`` draws one (see
         ``last_run.request.seed``). ``attention`` names the attention backend (``"sage:1,1"``: Sage except
         the first and last step; see ``wan.modules.attention``). Raises ``InputError`` for bad input (also an
         attention backend this device cannot run) before any model runs and
@@ -390,6 +419,11 @@ class WanVideoPipeline:
         completed = False
         contexts: tuple[Any, Any] = (context, context_null)
         contexts_of = ""  # expert whose text-side cache `contexts` holds ("" = raw tensors)
+        cache = None if request.cache is None else StepCacheRun(
+            request.cache, task=request.task, has_image=request.image is not None,
+            experts=[request.step_phase(i, t).expert for i, t in enumerate(timesteps)],
+        )
+        forwards: list[dict[str, str]] = []
         try:
             for i, t in enumerate(timesteps):
                 phase = request.step_phase(i, t)
@@ -406,11 +440,14 @@ class WanVideoPipeline:
                 t_tensor = torch.tensor([t], dtype=torch.float64 if lightning else torch.int64, device=self.device)
                 t_model: Tensor = t_tensor if token_mask is None else token_mask * t_tensor
                 backend = backends[request.step_attention(i)]
+                forwards.append({})
+                branch_forward = _BranchForward(model, contexts, cache, i, forwards[-1])
                 guided = self._guided_velocity
                 if self.parallel is not None and self.parallel.cfg_group is not None:
                     guided = self.parallel.guided_velocity  # cond and uncond on two rank groups
                 velocity = guided(
-                    model, latents, t_model, contexts[0], contexts[1], inputs.y, phase.guide_scale, attention=backend
+                    branch_forward, latents, t_model, contexts[0], contexts[1], inputs.y, phase.guide_scale,
+                    attention=backend,
                 )
                 latents = scheduler.step(velocity, t, latents)
                 if inputs.first_frame is not None and inputs.mask is not None:
@@ -442,6 +479,7 @@ class WanVideoPipeline:
                 attention=tuple(attention),
                 compile_graphs=compiler.graphs - graphs0 if compiler is not None else 0,
                 compile_seconds=compiler.seconds - compile_s0 if compiler is not None else 0.0,
+                forwards=tuple(StepForwards(**f) for f in forwards),
             )
         return latents
 
@@ -518,6 +556,27 @@ class WanVideoPipeline:
             finally:
                 stream.close()
         return torch.cat(chunks, dim=1)
+
+
+class _BranchForward:
+    """The model as ``_guided_velocity`` calls it, for one step: tells the CFG branch by the context
+    object (``contexts[0]`` cond, ``contexts[1]`` uncond), records whether each forward ran, and goes
+    through the run's step cache (``wan.stepcache``) when the request has one."""
+
+    def __init__(self, model: nn.Module, contexts: tuple[Any, Any], cache: StepCacheRun | None, step: int,
+                 log: dict[str, str]) -> None:
+        self.model, self.contexts, self.cache, self.step, self.log = model, contexts, cache, step, log
+
+    def __call__(self, x: Tensor, t: Tensor, context: Any, y: Tensor | None = None, **kw: Any) -> Tensor:
+        branch = next((b for b, c in zip(BRANCHES, self.contexts, strict=True) if context is c), None)
+        if branch is None:  # not one of the run's contexts: a plain forward
+            return self.model(x, t, context, y=y, **kw)
+        if self.cache is None:
+            self.log[branch] = "run"
+            return self.model(x, t, context, y=y, **kw)
+        out = self.cache.forward(self.step, branch, x, lambda: self.model(x, t, context, y=y, **kw))
+        self.log[branch] = self.cache.log[self.step][branch]
+        return out
 
 
 # ------------------------------------------------------------------------------------- loading

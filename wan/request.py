@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .configs import LIMITS, SCHEDULES, SOLVERS, get_spec
 from .errors import CheckpointError, InputError
 from .lora import LoraSpec  # torch-free at import
+from .stepcache import StepCache, cache_text, parse_cache  # torch-free at import
 
 if TYPE_CHECKING:
     from .configs import ModelSpec
@@ -98,6 +99,7 @@ FIELD_HELP: Final[dict[str, str]] = {
     "last_image": "i2v-A14B only: image of the last frame (first-last frame video; needs --image)",
     "attention": "attention backend: auto (default: flash_attn_3, flash_attn_2 or sdpa), sdpa, flash_attn_2, "
                  "flash_attn_3, sage (int8, opt-in); sage:F,L runs the first F and last L steps at full precision",
+    "cache": "step cache: off (default), magcache, easycache (published settings), METHOD:THRESHOLD or JSON",
 }
 # Flat per-expert guidance names (forms, links, the API) -> expert.
 _FLAT_GUIDE: Final[dict[str, str]] = {"guide_scale_high": "high_noise", "guide_scale_low": "low_noise"}
@@ -157,6 +159,7 @@ class GenerationRequest:
     image, never serialised (``to_settings`` names its file, like ``image``). At run time it is
     stretched to ``output_size`` (the size set by the first image) with PIL LANCZOS, no crop and
     aspect not kept, exactly as diffusers' ``WanImageToVideoPipeline`` preprocesses ``last_image``.
+    ``cache`` is the step cache (``wan.stepcache.StepCache``: MagCache or EasyCache), None when off.
     """
 
     task: str
@@ -179,6 +182,7 @@ class GenerationRequest:
     schedule: str = "official"
     last_image: Any = field(default=None, compare=False)
     attention: str = "auto"
+    cache: StepCache | None = None
 
     # -- derived
     @property
@@ -256,13 +260,14 @@ class GenerationRequest:
             "phases": None if self.phases is None else [p.to_json() for p in self.phases],
             "schedule": self.schedule,
             "attention": self.attention,
+            "cache": None if self.cache is None else self.cache.to_json(),
         }
 
     def with_changes(self, **changes: Any) -> GenerationRequest:
         """A new request with ``changes`` applied, validated again (e.g. ``seed=7`` for a batch)."""
         names = ("prompt", "negative_prompt", "size", "frame_num", "fps", "sampling_steps", "shift", "guide_scale",
                  "sample_solver", "seed", "image", "any_size", "prompt_fields", "loras", "phases", "schedule",
-                 "last_image", "attention")  # fmt: skip
+                 "last_image", "attention", "cache")  # fmt: skip
         kwargs = {name: getattr(self, name) for name in names}
         kwargs.update(changes)
         return make_request(self.task, **kwargs)
@@ -721,6 +726,7 @@ _CHECKS: Final[dict[str, Any]] = {
     "schedule": lambda spec, v, p: _check_schedule(v),
     "last_image": lambda spec, v, p: _check_last_image(spec, v),
     "attention": lambda spec, v, p: _check_attention(v),
+    "cache": lambda spec, v, p: parse_cache(spec.task, v),
 }
 
 
@@ -771,6 +777,7 @@ def make_request(
     schedule: Any = None,
     last_image: Any = None,
     attention: Any = None,
+    cache: Any = None,
 ) -> GenerationRequest:
     """Validates typed settings for ``task`` and resolves defaults and the seed; raises ``InputError``.
 
@@ -781,6 +788,7 @@ def make_request(
     on ``last_image``; it needs ``frame_num >= 5`` (distinct first and last latent frames).
     ``attention`` (default ``"auto"``) names the attention backend (``_check_attention``); whether it
     can run on the pipeline's device is checked by the pipeline.
+    ``cache``: None/``"off"``, a preset name, text or a mapping (``wan.stepcache.parse_cache``).
     """
     try:
         spec = get_spec(task)
@@ -826,6 +834,7 @@ def make_request(
     schedule_v = _check_schedule("official" if schedule is None else schedule)
     loras_v = _check_loras(spec, loras, policy)
     attention_v = _check_attention("auto" if attention is None else attention)
+    cache_v = parse_cache(spec.task, cache)
     output = size_wh if image is None else image_output_size(spec, _image_size(image), size_wh)
     return GenerationRequest(
         task=spec.task,
@@ -848,6 +857,7 @@ def make_request(
         schedule=schedule_v,
         last_image=last_image,
         attention=attention_v,
+        cache=cache_v,
     )
 
 
@@ -905,6 +915,7 @@ _PARSERS: Final[dict[str, Any]] = {
     "phases": lambda v: _json_list("phases", v),
     "schedule": lambda v: v,
     "attention": lambda v: v,
+    "cache": lambda v: v,  # text, JSON text or a mapping: parse_cache reads every form (make_request, check_fields)
 }
 
 
@@ -1028,6 +1039,11 @@ def flat_values(task: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
         out["loras"] = [_lora_json(x) if isinstance(x, LoraSpec) else x for x in kwargs["loras"]]
     if kwargs.get("phases") is not None:
         out["phases"] = [x.to_json() if isinstance(x, Phase) else x for x in kwargs["phases"]]
+    if "cache" in kwargs:
+        try:
+            out["cache"] = cache_text(spec.task, parse_cache(spec.task, kwargs["cache"]))
+        except InputError:
+            pass
     if "size" in kwargs:
         out["size"] = format_size(*kwargs["size"])
     if "guide_scale" in kwargs:

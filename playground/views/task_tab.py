@@ -58,11 +58,12 @@ from . import weights_view
 ATTENTION_CHOICES = (*ATTENTION_BACKENDS, "sage:1,1")  # the request's attention values the form offers
 from .safe import code, md, toast
 
-__all__ = ["TAB_KEYS", "TaskView", "estimate_text"]
+__all__ = ["CACHE_PRESETS", "TAB_KEYS", "TaskView", "cache_text", "estimate_text"]
 
 log = logging.getLogger("wan.app")
 
 TAB_KEYS = {"t2v-A14B": "tab.t2v", "i2v-A14B": "tab.i2v", "ti2v-5B": "tab.ti2v"}
+CACHE_PRESETS = ("off", "magcache", "easycache")  # the step-cache control: quality / balanced / fast (wan.stepcache)
 
 # Gates of the generate flow, run in the browser: throwing stops the chain (its .success never
 # fires) without a toast or an output marked as failed; the status line already says why.
@@ -86,6 +87,47 @@ def estimate_text(task: str, size: str, frames: float, fps: float, steps: float,
         if on_zero_gpu() and secs > max_duration():
             parts.append(tr("estimate.over_zerogpu", lang, limit=max_duration()))
     return " · ".join(parts)
+
+
+def cache_text(cache: str | None, task: str, steps: float, shift: float, solver: str = "unipc", *,
+               lang: str = "en") -> str:
+    """The line under the step-cache control: what the setting does and the expected saving. MagCache's
+    decisions depend only on the schedule, so its count of reused model evaluations is exact
+    (``wan.stepcache.plan_decisions``, with CFG); EasyCache's are made at run time (the authors' figures)."""
+    from wan.configs import get_spec
+    from wan.schedulers import official_timesteps
+    from wan.stepcache import MIN_STEPS, cache_text as setting_text, parse_cache, plan_decisions
+
+    try:
+        config = parse_cache(task, cache)
+        n = int(steps)
+    except InputError as e:
+        return f"⚠ {md(error_text(e, lang))}"
+    except (TypeError, ValueError):
+        return ""
+    if config is None:
+        return md(tr("cache.info_off", lang))
+    custom = setting_text(task, config) not in CACHE_PRESETS
+    lines = [tr("cache.info_custom", lang, text=config.text())] if custom else []
+    if n < MIN_STEPS:
+        lines.append(tr("cache.info_few", lang, min=MIN_STEPS))
+    elif config.method == "magcache":
+        spec = get_spec(task)
+        try:
+            ts = official_timesteps(n, float(shift), solver if solver in SOLVERS else "unipc")
+        except ValueError:
+            return ""
+        b = spec.boundary_timestep
+        experts = ["dense" if b is None else "high_noise" if t >= b else "low_noise" for t in ts]
+        log = plan_decisions(config, task, experts)
+        reused = sum(v == "reused" for d in log for v in d.values())
+        lines.append(tr("cache.info_magcache", lang, reused=reused, total=2 * n, steps=n,
+                        ratio=f"{2 * n / (2 * n - reused):.2f}"))
+    else:
+        lines.append(tr("cache.info_easycache", lang))
+    if not custom and n >= MIN_STEPS:  # the authors' figures hold for their published setting only
+        lines.append(tr(f"cache.claim_{config.method}", lang))
+    return md(" ".join(lines))
 
 
 def summary(settings: Mapping[str, Any]) -> str:
@@ -307,6 +349,12 @@ class TaskView:
                     if expert in spec.guide_scale:
                         f[name] = CheckedSlider(g.lo, g.hi, value=spec.guide_scale[expert], step=g.step,
                                                 label=t(label))
+            with gr.Row(equal_height=True, elem_classes=["cache-row"]):
+                f["cache"] = gr.Dropdown([(t(f"cache.{name}"), name) for name in CACHE_PRESETS], value="off",
+                                         label=t("field.cache"), allow_custom_value=True, scale=1,
+                                         elem_classes=["step-cache"])
+                self.cache_info = gr.Markdown(cache_text("off", self.task, d["sampling_steps"], spec.sample_shift),
+                                              elem_classes=["cache-info"])
             with gr.Row(equal_height=True):
                 f["seed"] = CheckedNumber(-1, label=t("field.seed"), precision=0, minimum=-1, maximum=MAX_SEED,
                                           elem_classes=["seed"])
@@ -366,6 +414,11 @@ class TaskView:
         self.batch_gallery.select(self.pick_batch_result, inputs=self.batch_ids, outputs=result_outputs,
                                   queue=False, show_progress="hidden", api_visibility="private")
         self._wire_assistant()
+        cache_inputs = [self.form[k] for k in ("cache", "sampling_steps", "shift", "sample_solver")]
+        # always_last: a restore (permalink, link) changes these while the load's own call may still run
+        gr.on([demo.load, *(c.change for c in cache_inputs)], self.cache_note, inputs=cache_inputs,
+              outputs=self.cache_info, queue=False, show_progress="hidden", trigger_mode="always_last",
+              api_visibility="private")
         estimate_inputs = [self.form[k] for k in ("size", "frame_num", "fps", "sampling_steps")]
         gr.on([demo.load, *(c.change for c in estimate_inputs)], self.estimate, inputs=estimate_inputs,
               outputs=self.estimate_md, queue=False, show_progress="hidden", api_visibility="private")
@@ -672,6 +725,9 @@ class TaskView:
 
     def estimate(self, size: str, frames: float, fps: float, steps: float, request: gr.Request) -> str:
         return estimate_text(self.task, size, frames, fps, steps, demo=self.engine.demo, lang=request_lang(request))
+
+    def cache_note(self, cache: str | None, steps: float, shift: float, solver: str, request: gr.Request) -> str:
+        return cache_text(cache, self.task, steps, shift, solver, lang=request_lang(request))
 
     def download(self, request: gr.Request, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> str:
         lang = request_lang(request)
