@@ -586,6 +586,24 @@ _LORA: dict[str, dict[str, str]] = {
 for _lang, _table in _LORA.items():
     STRINGS[_lang].update(_table)
 
+# First-last frame, continuing a clip from its last frame, the Timeline tab and the generate box.
+_TIMELINE: dict[str, dict[str, str]] = {
+    "en": {
+        "field.last_image": "Last frame (optional)",
+        "gen.last_image_bad": "This last frame cannot be used: {message}",
+    },
+    "ko": {
+        "field.last_image": "마지막 프레임 (선택)",
+        "gen.last_image_bad": "이 마지막 프레임은 사용할 수 없습니다: {message}",
+    },
+    "zh": {
+        "field.last_image": "最后一帧（可选）",
+        "gen.last_image_bad": "无法使用这张最后一帧：{message}",
+    },
+}
+for _lang, _table in _TIMELINE.items():
+    STRINGS[_lang].update(_table)
+
 _LANG_RE = re.compile(r"([a-zA-Z]{2,3})(?:-[a-zA-Z0-9]+)?\s*(?:;\s*q=([0-9.]+))?")
 
 
