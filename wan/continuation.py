@@ -55,10 +55,12 @@ __all__ = [
     "color_reference",
     "continue_request",
     "continuation_size",
+    "export_videos",
     "last_frame",
     "lab_to_rgb",
     "lab_stats",
     "load_parent",
+    "main",
     "match_colors",
     "rgb_to_lab",
     "stitch",
@@ -286,10 +288,16 @@ def continue_request(
     """
     from .request import make_request
 
+    from dataclasses import replace
+
+    from .request import RequestPolicy
+
     if isinstance(pipe_or_task, str):
         task, policy = pipe_or_task, settings.pop("policy", None)
     else:
         task, policy = pipe_or_task.spec.task, settings.pop("policy", pipe_or_task.policy)
+    if settings.get("any_size") is not None:  # make_request's shortcut: the size choice below follows it
+        policy = replace(policy or RequestPolicy(), any_size=bool(settings.pop("any_size")))
     if "image" in settings:
         raise InputError("image", "a continuation's image is its parent's last frame; do not give image")
     frames = load_parent(parent)
@@ -308,3 +316,77 @@ def continue_request(
         task, prompt, image=image, parent=parent_name, overlap=overlap, color_match=color_match,
         color_reference=color_reference(frames), policy=policy, **settings,
     )
+
+
+# ------------------------------------------------------------------------------ command line
+def export_videos(videos: Sequence[str | os.PathLike[str]], overlaps: Sequence[int], out: str | os.PathLike[str]) -> Path:
+    """Joins mp4 clips (same fps and size) into ``out`` with ``stitch``; the metadata lists each clip's
+    embedded settings (``{"kind": "stitched", "fps", "frames", "clips": [{"file", "overlap", "frames",
+    "settings"}]}``). Raises ``InputError`` naming a clip that is not a readable video or differs in fps."""
+    from .video import probe_video, read_video_metadata, save_video
+
+    clips, infos = [], []
+    for v in videos:
+        clips.append(load_parent(v))
+        info = probe_video(v)
+        if infos and info.fps != infos[0].fps:
+            raise InputError("videos", f"{Path(v).name!r} runs at {info.fps:g} fps but {Path(videos[0]).name!r} at "
+                                       f"{infos[0].fps:g}: every clip needs the same fps")
+        infos.append(info)
+    video = stitch(clips, list(overlaps))
+    meta = {
+        "app": "wan-playground", "kind": "stitched", "fps": infos[0].fps, "frames": int(video.shape[1]),
+        "clips": [{"file": Path(v).name, "overlap": o, "frames": int(c.shape[1]),
+                   "settings": read_video_metadata(v).get("comment")} for v, o, c in zip(videos, overlaps, clips)],
+    }  # fmt: skip
+    return save_video(video, out, fps=infos[0].fps, metadata=meta)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m wan.continuation export A.mp4 B.mp4 ... --overlaps 0,1 -o out.mp4``."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m wan.continuation", description="Join continued clips into one mp4.")
+    sub = p.add_subparsers(dest="command", required=True)
+    e = sub.add_parser("export", help="stitch clips, dropping each clip's leading overlap frames")
+    e.add_argument("videos", nargs="+", help="the clips, in order (.mp4, same fps and size)")
+    e.add_argument("--overlaps", default=None, help="comma-separated leading frames to drop per clip, the first 0 "
+                                                    "(default: 0 for the first clip, then each clip's recorded overlap, else 1)")
+    e.add_argument("-o", "--output", required=True, help="the joined .mp4")
+    args = p.parse_args(argv)
+    try:
+        if args.overlaps is None:
+            overlaps = [0] + [_recorded_overlap(v) for v in args.videos[1:]]
+        else:
+            try:
+                overlaps = [int(x) for x in args.overlaps.split(",")]
+            except ValueError:
+                raise InputError("overlap", f"--overlaps must be comma-separated integers; got {args.overlaps!r}") from None
+        if len(overlaps) != len(args.videos):
+            raise InputError("overlap", f"{len(args.videos)} videos need {len(args.videos)} overlaps; got {len(overlaps)}")
+        out = export_videos(args.videos, overlaps, args.output)
+    except (InputError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from .video import probe_video
+
+    info = probe_video(out)
+    print(f"saved {out} ({info.width}x{info.height}, {info.frames} frames, {info.fps:g} fps)")
+    return 0
+
+
+def _recorded_overlap(video: str | os.PathLike[str]) -> int:
+    """The ``overlap`` recorded in a clip's settings (a continuation's), else ``DEFAULT_OVERLAP``."""
+    from .video import read_video_metadata
+
+    try:
+        settings = read_video_metadata(video).get("comment")
+    except (ValueError, OSError):
+        settings = None
+    overlap = settings.get("overlap") if isinstance(settings, dict) else None
+    return overlap if isinstance(overlap, int) and not isinstance(overlap, bool) and overlap >= 0 else DEFAULT_OVERLAP
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
