@@ -24,6 +24,14 @@ Interface (the app's timeline tab, the API endpoints and the tests use exactly t
     Timeline(id, owner, title, clips: tuple[Clip, ...], created: str, updated: str)   # ISO-8601 UTC
         .result_ids -> tuple[str, ...]; .to_json() -> dict; Timeline.from_json(d)
 
+    Making a clip to add (playground/studio.py; the API endpoints and the tab use the same calls):
+      studio.continue_request(parent, values=None, task=None) -> GenerationRequest   (validate, no run)
+      studio.continue_from(parent, values=None, task=None, on_step=, on_status=, cancel=, owner=) -> HistoryEntry
+        parent: a result id or an uploaded .mp4; values: form/API values + "overlap", "color_match";
+        unset values come from the parent's settings (prompt, frames, fps, steps, solver; shift and
+        guidance on the same task); the stored settings record parent/overlap/color_match, and the
+        entry's input image is the parent's last frame (a PIL image: no temp file needed).
+
     Errors (all carry a readable English message, ``str(e)``):
       InvalidIdError (history's; a malformed timeline or result id), UnknownTimelineError (an
       UnknownIdError: no such timeline), UnknownClipError (an UnknownIdError: a result id that is
