@@ -35,12 +35,14 @@ from playground.history import HistoryStore
 from playground.i18n import LANGS, STRINGS
 from playground.loras import LoraLibrary, task_dit_config
 from playground.studio import TASK_UI, Studio
+from playground.timeline import TimelineStore
 from playground.views import AppOptions, CancelRegistry, HistoryView, SessionJobCap, TaskView
 from playground.views.common import MAX_UPLOAD, t
 from playground.views.endpoints import (
     GenerateRunner, extenders_of, make_extend_api, make_generate_endpoints, make_list_loras,
 )
 from playground.views.history_view import HISTORY_TAB
+from playground.views.timeline_view import RUN_API_NAMES as TIMELINE_RUNS, TIMELINE_TAB, TimelineView
 from playground.views.task_tab import TAB_KEYS, estimate_text
 from prompting.extension import PromptExtender
 
@@ -170,6 +172,7 @@ def create_demo(
         view.extenders = extenders
         view.library = library
     history = HistoryView(studio, store, views, options)
+    timeline = TimelineView(studio, store, TimelineStore(store), views, cancels, options)
 
     with gr.Blocks(title="Wan 2.2 Playground", fill_width=True, delete_cache=DELETE_CACHE) as demo:
         notice = _build_header(engine.demo)
@@ -178,9 +181,12 @@ def create_demo(
             for task, view in views.items():
                 with gr.Tab(t(TAB_KEYS[task]), id=view.ui.tab_id, elem_id=view.ui.tab_id):
                     view.build()
+            with gr.Tab(t("tab.timeline"), id=TIMELINE_TAB, elem_id=TIMELINE_TAB):
+                timeline.build()
             with gr.Tab(t("tab.history"), id=HISTORY_TAB, elem_id=HISTORY_TAB):
                 history.build()
         history.set_page(tabs, notice)
+        timeline.set_page(tabs, notice, history.owner)
 
         run = GenerateRunner(studio, store, cancels, options)
         endpoints = make_generate_endpoints(run, {task: v.spec for task, v in views.items()}, demo=engine.demo,
@@ -188,6 +194,7 @@ def create_demo(
         for task, view in views.items():
             view.wire(demo, endpoints[task], owner=history.owner, extender=extenders, on_result=history.on_result)
         history.wire(demo)
+        timeline.wire(demo, history)  # after the task tabs: its runs use their runner
         # the offline extender is a quick CPU rewrite: no queue; an LLM backend waits in its own line
         gr.api(make_extend_api(extenders), api_name="extend_prompt",
                queue=set(extenders) != {"offline"}, concurrency_id="llm")
@@ -213,7 +220,7 @@ def _build_header(demo_mode: bool) -> gr.Markdown:
 def configure_queue(demo: gr.Blocks, *, max_size: int, per_session: int = JOBS_PER_SESSION) -> gr.Blocks:
     """One GPU line of ``max_size`` jobs, at most ``per_session`` generation jobs of one session."""
     demo.queue(max_size=max_size, default_concurrency_limit=1)
-    api_names = [ui.api_name for ui in TASK_UI.values()]
+    api_names = [ui.api_name for ui in TASK_UI.values()] + list(TIMELINE_RUNS)
     SessionJobCap(api_names, limit=per_session, shared_limit=max(per_session, max_size // 2)).install(demo)
     return demo
 
