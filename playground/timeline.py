@@ -32,6 +32,12 @@ Interface (the app's timeline tab, the API endpoints and the tests use exactly t
         guidance on the same task); the stored settings record parent/overlap/color_match, and the
         entry's input image is the parent's last frame (a PIL image: no temp file needed).
 
+    The API/MCP endpoints (playground/views/endpoints.py): app.py calls, inside the Blocks and after
+    the task tabs are wired, ``register_timeline_api(run, TimelineStore(store), options)`` (``run`` the
+    GenerateRunner); it adds hidden components and the endpoints continue_clip, export_timeline,
+    timeline_info, create_timeline, timeline_add. Add ``TIMELINE_API_RUNS`` (endpoints.py) to the
+    SessionJobCap names in ``configure_queue``.
+
     Errors (all carry a readable English message, ``str(e)``):
       InvalidIdError (history's; a malformed timeline or result id), UnknownTimelineError (an
       UnknownIdError: no such timeline), UnknownClipError (an UnknownIdError: a result id that is
