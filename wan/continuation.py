@@ -169,24 +169,51 @@ def match_colors(frames: Tensor, reference: Tensor, strength: float) -> Tensor:
 
 
 # ------------------------------------------------------------------------------ parent video
-def load_parent(video: Tensor | str | os.PathLike[str]) -> Tensor:
-    """A parent video as float32 ``(3, F, H, W)`` in [-1, 1]: a tensor as is, or an mp4 decoded with
-    ``wan.video.load_video_frames``. A file that is missing or not a readable video raises
-    ``InputError("parent")`` naming the file."""
+def load_parent(video: Tensor | str | os.PathLike[str], last: int | None = None) -> Tensor:
+    """A parent video as float32 ``(3, F, H, W)`` in [-1, 1]: a tensor as is, or a video file decoded
+    like ``wan.video.load_video_frames`` (``uint8 / 127.5 - 1``). ``last``: keep only the last ``last``
+    frames (a file is then streamed, so a long upload never sits decoded in memory). A file that is
+    missing or not a readable video raises ``InputError("parent")`` naming the file."""
+    if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 1):
+        raise ValueError(f"last must be an integer >= 1 or None; got {last!r}")
     if isinstance(video, Tensor):
-        return _frames_of(video, "parent").float()
+        frames = _frames_of(video, "parent").float()
+        return frames if last is None else frames[:, -last:]
     if not isinstance(video, (str, os.PathLike)):
         raise InputError("parent", f"must be a video tensor (3, F, H, W) or an mp4 path; got {type(video).__name__}")
-    from .video import load_video_frames
-
     path = Path(video)
     if not path.is_file():
         raise InputError("parent", f"video file not found: {path.name!r}")
     try:
-        return load_video_frames(path)
-    except (ValueError, OSError, RuntimeError, KeyError) as e:  # ffmpeg/imageio: not a video, damaged
-        detail = str(e).replace(str(path), path.name).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise InputError("parent", f"cannot read {path.name!r} as a video ({detail})") from None
+        kept = _read_frames(path, last)
+    except (ValueError, OSError, RuntimeError, KeyError, IndexError) as e:  # ffmpeg/imageio: not a video, damaged
+        detail = str(e).replace(str(path), path.name).strip().splitlines()
+        raise InputError("parent", f"cannot read {path.name!r} as a video ({detail[-1][:200] if detail else type(e).__name__})") from None
+    if not kept:
+        raise InputError("parent", f"{path.name!r} has no video frames")
+    import numpy as np
+
+    x = torch.from_numpy(np.stack(kept)).permute(3, 0, 1, 2).to(torch.float32)
+    return x / 127.5 - 1.0
+
+
+def _read_frames(path: Path, last: int | None) -> list[Any]:
+    """Decoded RGB frames (uint8 ``(H, W, 3)`` arrays) of ``path``, only the last ``last`` kept."""
+    from collections import deque
+
+    import imageio_ffmpeg
+    import numpy as np
+
+    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    try:
+        meta = next(gen)
+        w, h = (int(v) for v in meta["size"])
+        kept: deque[Any] = deque(maxlen=last)
+        for buf in gen:
+            kept.append(np.frombuffer(buf, dtype=np.uint8).reshape(h, w, 3))
+    finally:
+        gen.close()
+    return list(kept)
 
 
 def _to_pil(frame: Tensor, *, rounded: bool) -> PILImage.Image:
@@ -206,7 +233,7 @@ def last_frame(video: Tensor | str | os.PathLike[str]) -> PILImage.Image:
     A file that is not a readable video raises ``InputError("parent")`` naming the file.
     """
     from_file = not isinstance(video, Tensor)
-    frames = load_parent(video)
+    frames = load_parent(video, last=1)
     return _to_pil(frames[:, -1], rounded=from_file)
 
 
@@ -300,7 +327,7 @@ def continue_request(
         policy = replace(policy or RequestPolicy(), any_size=bool(settings.pop("any_size")))
     if "image" in settings:
         raise InputError("image", "a continuation's image is its parent's last frame; do not give image")
-    frames = load_parent(parent)
+    frames = load_parent(parent, last=COLOR_REFERENCE_FRAMES)
     if parent_name is None:
         parent_name = Path(parent).name if not isinstance(parent, Tensor) else "<video>"
     image = _to_pil(frames[:, -1], rounded=not isinstance(parent, Tensor))
