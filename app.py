@@ -39,7 +39,8 @@ from playground.timeline import TimelineStore
 from playground.views import AppOptions, CancelRegistry, HistoryView, SessionJobCap, TaskView
 from playground.views.common import MAX_UPLOAD, t
 from playground.views.endpoints import (
-    GenerateRunner, extenders_of, make_extend_api, make_generate_endpoints, make_list_loras,
+    TIMELINE_API_RUNS, GenerateRunner, extenders_of, make_extend_api, make_generate_endpoints, make_list_loras,
+    register_timeline_api,
 )
 from playground.views.history_view import HISTORY_TAB
 from playground.views.timeline_view import RUN_API_NAMES as TIMELINE_RUNS, TIMELINE_TAB, TimelineView
@@ -172,7 +173,8 @@ def create_demo(
         view.extenders = extenders
         view.library = library
     history = HistoryView(studio, store, views, options)
-    timeline = TimelineView(studio, store, TimelineStore(store), views, cancels, options)
+    timelines = TimelineStore(store)
+    timeline = TimelineView(studio, store, timelines, views, cancels, options)
 
     with gr.Blocks(title="Wan 2.2 Playground", fill_width=True, delete_cache=DELETE_CACHE) as demo:
         notice = _build_header(engine.demo)
@@ -194,6 +196,7 @@ def create_demo(
         for task, view in views.items():
             view.wire(demo, endpoints[task], owner=history.owner, extender=extenders, on_result=history.on_result)
         history.wire(demo)
+        register_timeline_api(run, timelines, options)  # continue_clip, export_timeline, timeline_* (API/MCP)
         timeline.wire(demo, history)  # after the task tabs: its runs use their runner
         # the offline extender is a quick CPU rewrite: no queue; an LLM backend waits in its own line
         gr.api(make_extend_api(extenders), api_name="extend_prompt",
@@ -220,7 +223,7 @@ def _build_header(demo_mode: bool) -> gr.Markdown:
 def configure_queue(demo: gr.Blocks, *, max_size: int, per_session: int = JOBS_PER_SESSION) -> gr.Blocks:
     """One GPU line of ``max_size`` jobs, at most ``per_session`` generation jobs of one session."""
     demo.queue(max_size=max_size, default_concurrency_limit=1)
-    api_names = [ui.api_name for ui in TASK_UI.values()] + list(TIMELINE_RUNS)
+    api_names = [ui.api_name for ui in TASK_UI.values()] + list(TIMELINE_RUNS) + list(TIMELINE_API_RUNS)
     SessionJobCap(api_names, limit=per_session, shared_limit=max(per_session, max_size // 2)).install(demo)
     return demo
 

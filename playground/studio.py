@@ -273,6 +273,9 @@ class Studio:
             return ContinuationSource(entry.video, entry.id, dict(entry.settings), entry)
         path = Path(text)
         if path.suffix.lower() != ".mp4":
+            if len(path.parts) == 1 and not path.exists():  # a mistyped id, not a file
+                raise InputError("video", f"{text[:60]!r} is neither a result id (ids look like 20260101-120000-a1b2c3) "
+                                          "nor an .mp4 video")
             raise InputError("video", f"{path.name[:80]!r} is not an .mp4 video: upload an mp4 (or give a result id)")
         if not path.is_file():
             raise InputError("video", f"video file not found: {path.name[:80]!r}")
