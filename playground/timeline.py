@@ -50,7 +50,8 @@ Ids are history ids (``new_id``/``validate_id``: ``20260101-120000-a1b2c3``), so
 ``/?timeline=<id>`` can never name a path. A timeline is stored as ``<history root>/timelines/<id>.json``,
 written atomically (``atomic_write_json``): a reader sees the old or the new file, never half of one,
 and a damaged file is skipped by ``list`` (``get`` says it is damaged). The store keeps no state of
-its own beyond the files, so re-opening it after a restart gives the same timelines.
+its own beyond the files, so re-opening it after a restart gives the same timelines; on opening it
+removes a crashed writer's temp files (``recover``, the history's rules).
 
 Owners: like ``HistoryStore``, an owner is an opaque token (``validate_owner``). Changes with
 ``owner`` given are allowed only on that owner's timelines (``NotOwnerError`` otherwise);
@@ -212,6 +213,22 @@ class TimelineStore:
         self.root = history.root / _FOLDER
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self.recover()
+
+    def recover(self) -> list[Path]:
+        """Removes leftovers of crashed writers in the timelines folder (JSON temp files, ffmpeg's partial
+        exports), by the history's rules: a dead writer's after ``orphan_grace_s``, others after six hours."""
+        import time
+
+        now = time.time()
+        removed = []
+        for p in self.root.iterdir():
+            name = p.name
+            if name.startswith(".") and (name.endswith(".tmp") or name.endswith(".partial.mp4")):
+                if self.history._stale_temp(p, now):
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+        return removed
 
     # paths -----------------------------------------------------------------------------------
     def path(self, tid: str) -> Path:

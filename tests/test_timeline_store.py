@@ -177,7 +177,11 @@ def test_nothing_half_written_is_listed(history: HistoryStore) -> None:
     (folder / f".{good.id}.json.w1-00000000.x.tmp").write_text(text)   # a writer's temp file
     (folder / "20200101-000000-bbbbbb.json").write_text(json.dumps(good.to_json()))  # id does not match the name
     (folder / "notes.json").write_text("{}")
-    assert [t.id for t in TimelineStore(HistoryStore(history.root)).list()] == [good.id]
+    dead = folder / f".{good.id}.json.w999999999-0123abcd.x1.tmp"  # a crashed writer's temp file (no such pid)
+    dead.write_text(text)
+    # (ctime cannot be set back, so the restart uses no grace period; the live writer's file is kept anyway)
+    assert [t.id for t in TimelineStore(HistoryStore(history.root, orphan_grace_s=0)).list()] == [good.id]
+    assert not dead.exists() and (folder / f".{good.id}.json.w1-00000000.x.tmp").exists()  # a fresh one stays
     with pytest.raises(UnknownTimelineError, match="damaged"):
         store.get(damaged_id)
     # history's own listing is not disturbed by the timelines folder
