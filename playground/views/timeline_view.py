@@ -216,9 +216,10 @@ class TimelineView:
         self.gallery.select(self.select_clip, inputs=[self.tid], outputs=[self.index, self.selected_md, self.player,
                                                                            self.regen_prompt, self.regen_seed,
                                                                            self.regen_random], **quick)
-        self.up_btn.click(self.move_up, inputs=[self.tid, self.index, owner], outputs=view, **quick)
-        self.down_btn.click(self.move_down, inputs=[self.tid, self.index, owner], outputs=view, **quick)
-        self.remove_btn.click(self.remove, inputs=[self.tid, self.index, owner], outputs=view, **quick)
+        edits = [*view, self.player, self.status]
+        self.up_btn.click(self.move_up, inputs=[self.tid, self.index, owner], outputs=edits, **quick)
+        self.down_btn.click(self.move_down, inputs=[self.tid, self.index, owner], outputs=edits, **quick)
+        self.remove_btn.click(self.remove, inputs=[self.tid, self.index, owner], outputs=edits, **quick)
         self.new_btn.click(self.new_timeline, inputs=owner, outputs=[*view, self.player, self.status, self.export_file],
                            **quick)
         self.pick.input(self.open_picked, inputs=[self.pick, owner], outputs=[*view, self.player, self.status,
@@ -349,18 +350,23 @@ class TimelineView:
         return (evt.index, sel[self.selected_md], str(entry.video), sel[self.regen_prompt], sel[self.regen_seed],
                 sel[self.regen_random])
 
-    def _change(self, fn: Any, tid: Any, owner: str | None, request: gr.Request, *, index: int | None) -> Any:
+    def _change(self, fn: Any, tid: Any, owner: str | None, request: gr.Request, *, index: Any) -> Any:
+        """A quick edit of the open timeline (unqueued: a problem is said in the status line, not a toast)."""
         lang = request_lang(request)
-        self._get(tid, lang)
         try:
+            self._get(tid, lang)
             tl = fn()
-        except ClipIndexError as e:
-            raise user_error(toast(str(e)), title=tr("timeline.error", lang)) from None
-        except NotOwnerError as e:
-            raise user_error(toast(str(e)), title=tr("error.not_yours", lang)) from None
-        except (UnknownIdError, InvalidIdError, InputError) as e:
-            raise user_error(toast(str(e)), title=tr("timeline.error", lang)) from None
-        return self.show(tl, request, owner, index=index)
+        except gr.Error as e:
+            return {self.status: f"⚠ {md(html.unescape(str(e.message)))}"}
+        except (ClipIndexError, NotOwnerError, UnknownIdError, InvalidIdError, InputError) as e:
+            return {self.status: f"⚠ {md(str(e))}"}
+        updates = self.show(tl, request, owner, index=index() if callable(index) else index)
+        selected = updates[self.index]
+        try:  # the player follows the selection (a removed clip leaves it)
+            video = str(self.store.get(tl.clips[selected].result_id).video) if selected is not None else None
+        except (InvalidIdError, UnknownIdError, IndexError):
+            video = None
+        return {**updates, self.player: video, self.status: ""}
 
     def _index(self, index: Any, lang: str) -> int:
         if index is None or index == "":
@@ -368,21 +374,26 @@ class TimelineView:
         return int(index)
 
     def move_up(self, tid: str, index: Any, owner: str | None, request: gr.Request) -> Any:
-        i = self._index(index, request_lang(request))
-        return self._change(lambda: self.timelines.move(tid, i, max(i - 1, 0), owner=self._scope(owner)), tid, owner,
-                            request, index=max(i - 1, 0))
+        lang = request_lang(request)
+        pos = lambda: max(self._index(index, lang) - 1, 0)  # noqa: E731
+        return self._change(lambda: self.timelines.move(tid, self._index(index, lang), pos(), owner=self._scope(owner)),
+                            tid, owner, request, index=pos)
 
     def move_down(self, tid: str, index: Any, owner: str | None, request: gr.Request) -> Any:
-        i = self._index(index, request_lang(request))
-        tl = self._get(tid, request_lang(request))
-        j = min(i + 1, max(len(tl.clips) - 1, 0))
-        return self._change(lambda: self.timelines.move(tid, i, j, owner=self._scope(owner)), tid, owner, request,
-                            index=j)
+        lang = request_lang(request)
+        pos = lambda: min(self._index(index, lang) + 1, max(len(self._get(tid, lang).clips) - 1, 0))  # noqa: E731
+        new = {}
+
+        def move() -> Timeline:
+            new["index"] = pos()
+            return self.timelines.move(tid, self._index(index, lang), new["index"], owner=self._scope(owner))
+
+        return self._change(move, tid, owner, request, index=lambda: new["index"])
 
     def remove(self, tid: str, index: Any, owner: str | None, request: gr.Request) -> Any:
-        i = self._index(index, request_lang(request))
-        return self._change(lambda: self.timelines.remove(tid, i, owner=self._scope(owner)), tid, owner, request,
-                            index=max(i - 1, 0))
+        lang = request_lang(request)
+        return self._change(lambda: self.timelines.remove(tid, self._index(index, lang), owner=self._scope(owner)),
+                            tid, owner, request, index=lambda: max(self._index(index, lang) - 1, 0))
 
     def new_timeline(self, owner: str | None, request: gr.Request) -> Any:
         """Close the open timeline: the next clip starts a new one."""
@@ -393,7 +404,10 @@ class TimelineView:
 
     def open_picked(self, tid: str | None, owner: str | None, request: gr.Request) -> Any:
         lang = request_lang(request)
-        tl = self._get(tid, lang)
+        try:
+            tl = self._get(tid, lang)
+        except gr.Error as e:
+            return {self.status: f"⚠ {md(html.unescape(str(e.message)))}"}
         updates = self.show(tl, request, owner, index=len(tl.clips) - 1 if tl.clips else None)
         updates.update(self._last_clip_player(tl))
         updates.update({self.status: "", self.export_file: gr.DownloadButton(value=None, visible=False)})
@@ -411,8 +425,8 @@ class TimelineView:
         gen_id = str(gen_id or "").strip()
         try:
             entry = self.store.get(gen_id)
-        except (InvalidIdError, UnknownIdError) as e:
-            raise user_error(toast(str(e)), title=tr("error.unknown_result", lang)) from None
+        except (InvalidIdError, UnknownIdError) as e:  # said at the top of the page (the History tab stays)
+            return {self.notice: gr.Markdown(f"⚠ {md(tr('error.unknown_result', lang))}: {md(str(e))}", visible=True)}
         tl = self._add(entry.id, tid, owner, overlap=0 if not entry.settings.get("parent") else None)
         updates = self.show(tl, request, owner, index=len(tl.clips) - 1)
         message = md(tr("timeline.added", lang, id=entry.id, name=tl.title or tl.id))
@@ -445,7 +459,10 @@ class TimelineView:
     async def export(self, tid: str, request: gr.Request) -> Any:
         """The whole timeline as one mp4: shown in the player and offered for download."""
         lang = request_lang(request)
-        tl = self._get(tid, lang)
+        try:
+            tl = self._get(tid, lang)
+        except gr.Error as e:
+            return gr.skip(), gr.skip(), f"⚠ {md(html.unescape(str(e.message)))}"
         try:
             path = await asyncio.to_thread(self.timelines.export, tl.id)
         except (EmptyTimelineError, ClipMismatchError, UnknownClipError, UnknownIdError) as e:
@@ -494,6 +511,8 @@ class TimelineView:
         """Run ``build`` (-> a request, or raise): the check's outputs (status, verdict, Cancel, run task)."""
         try:
             req = build()
+        except (InvalidIdError, UnknownIdError) as e:
+            return f"⚠ {md(tr('gen.not_started', lang, message=str(e)))}", False, gr.Button(interactive=False), None
         except InputError as e:
             return f"⚠ {md(tr('gen.not_started', lang, message=_error(e, lang)))}", False, gr.Button(interactive=False), None
         except gr.Error as e:
@@ -520,11 +539,9 @@ class TimelineView:
             check_image(path)
             return self._form_request(_continue_task(task), text, forms, path), None
         if kind == "video":
-            parent = self._parent_of_upload(path)
-            source = str(parent.video) if parent is not None else path
-            name = parent.id if parent is not None else Path(path).name
-            return self._continuation(source, name, text, task, overlap, color_match, parent), \
-                (parent.id if parent is not None else None)
+            src = self.studio.continuation_source(path)  # an upload of one of our results: recorded under its id
+            return self._continuation(src, text, task, overlap, color_match), \
+                (src.entry.id if src.entry is not None else None)
         raise InputError("video", tr("timeline.bad_file", lang, name=Path(path).name))
 
     def _form_request(self, task: str, prompt: str, forms: Mapping[str, Any], image: str | None) -> Any:
@@ -533,45 +550,14 @@ class TimelineView:
         values["prompt"] = prompt
         return self.studio.build_request(task, values, image=image)
 
-    def _parent_of_upload(self, path: str) -> HistoryEntry | None:
-        """The history result an uploaded mp4 was made as (its embedded id), if it is on this server."""
-        try:
-            settings = self.studio.settings_from_video(path)
-        except InputError:
-            return None  # not one of ours (or no settings): it is continued as a plain video
-        gen_id = settings.get("id")
-        try:
-            return self.store.get(gen_id) if isinstance(gen_id, str) else None
-        except (InvalidIdError, UnknownIdError):
-            return None
-
-    def _continuation(self, source: str, parent_name: str, prompt: str, task: str, overlap: Any, color_match: Any,
-                      parent: HistoryEntry | None, **changes: Any) -> Any:
-        """A request that continues ``source`` (an mp4) from its last frame: the parent's frames, fps and
-        steps (and, on the same task, its shift, guidance and solver), its prompt when none is given."""
-        from wan.continuation import continue_request, last_frame
-        from wan.request import parse_values
-
-        task = _continue_task(task)
-        values: dict[str, Any] = {}
-        if parent is not None:
-            restored = self.studio.restore_form(parent.settings).values
-            keep = ("frame_num", "fps", "sampling_steps", "negative_prompt")
-            if parent.task == task:
-                keep += ("shift", "sample_solver", "guide_scale", "guide_scale_high", "guide_scale_low")
-            values = {k: v for k, v in restored.items() if k in keep}
-            prompt = prompt or parent.prompt
-        values.update(changes)
-        kwargs, errors = parse_values(task, values)
-        if errors:
-            raise errors[0]
-        req = continue_request(task, source, prompt, overlap=_int(overlap, "overlap"),
-                               color_match=_float(color_match, "color_match"), parent_name=parent_name,
-                               policy=self.studio.policy, **kwargs)
-        # interim: the history stores an input image from a file, so the last frame goes in as one
-        frame = Path(self.store.tmp_dir) / f"continue-{parent_name}-{abs(hash(source)) % 10**8}.png"
-        last_frame(source).save(frame)
-        return req.with_changes(image=str(frame))
+    def _continuation(self, parent: Any, prompt: str, task: Any, overlap: Any, color_match: Any,
+                      **values: Any) -> Any:
+        """The request that continues ``parent`` (a result id, an uploaded mp4 or a ``ContinuationSource``) from
+        its last frame: ``Studio.continue_request`` (what ``values`` leave out comes from the parent; an empty
+        prompt is the parent's)."""
+        values = {**values, "prompt": prompt, "overlap": _int(overlap, "overlap"),
+                  "color_match": _float(color_match, "color_match")}
+        return self.studio.continue_request(parent, values, task=_continue_task(task))
 
     def check_start(self, request: gr.Request, box: Any = None, tid: str = "", owner: str | None = None,
                     task: str = "i2v-A14B", overlap: Any = 1, color_match: Any = 0.5, **forms: Any) -> Any:
@@ -584,8 +570,9 @@ class TimelineView:
         lang = request_lang(request)
         try:
             req, parent = self._start_request(box, task, overlap, color_match, forms, lang)
-        except InputError as e:
-            yield {self.status: f"⚠ {md(tr('gen.not_started', lang, message=_error(e, lang)))}"}
+        except (InputError, InvalidIdError, UnknownIdError) as e:
+            message = _error(e, lang) if isinstance(e, InputError) else str(e)
+            yield {self.status: f"⚠ {md(tr('gen.not_started', lang, message=message))}"}
             return
         _, files = _box_parts(box)
         async for updates in self._run(req, request, progress, owner, lang,
@@ -603,8 +590,7 @@ class TimelineView:
             parent = self.store.get(tl.clips[-1].result_id)
         except (InvalidIdError, UnknownIdError) as e:
             raise InputError("timeline", str(e)) from None
-        return self._continuation(str(parent.video), parent.id, str(prompt or "").strip(), task, overlap, color_match,
-                                  parent)
+        return self._continuation(parent.id, str(prompt or "").strip(), task, overlap, color_match)
 
     def check_extend(self, request: gr.Request, tid: str = "", owner: str | None = None, task: str = "i2v-A14B",
                      overlap: Any = 1, color_match: Any = 0.5, prompt: str = "") -> Any:
@@ -617,8 +603,8 @@ class TimelineView:
         lang = request_lang(request)
         try:
             req = self._extend_request(tid, prompt, task, overlap, color_match, lang)
-        except (InputError, gr.Error) as e:
-            message = _error(e, lang) if isinstance(e, InputError) else html.unescape(str(e.message))
+        except (InputError, gr.Error, InvalidIdError, UnknownIdError) as e:
+            message = _error(e, lang) if isinstance(e, InputError) else html.unescape(str(getattr(e, "message", e)))
             yield {self.status: f"⚠ {md(tr('gen.not_started', lang, message=message))}"}
             return
         async for updates in self._run(req, request, progress, owner, lang,
@@ -644,13 +630,15 @@ class TimelineView:
         s = entry.settings
         prompt = str(prompt or "").strip() or entry.prompt
         seed_v = -1 if randomize or seed in (None, "") else seed
-        parent_id = s.get("parent")
-        if parent_id and is_valid_id(parent_id) and self._exists(parent_id):  # a continuation: the same parent again
-            parent = self.store.get(parent_id)
-            return self._continuation(str(parent.video), parent.id, prompt, entry.task, s.get("overlap", 1),
-                                      s.get("color_match", 0.0), entry, seed=seed_v)
         restored = self.studio.restore_form(s)
         values = {**restored.values, "prompt": prompt, "seed": seed_v, "randomize_seed": seed_v == -1}
+        parent_id = s.get("parent")
+        if parent_id and is_valid_id(parent_id) and self._exists(parent_id):  # a continuation: the same parent again
+            kept = {k: v for k, v in values.items() if k not in ("prompt", "overlap", "color_match", "parent", "size")}
+            return self._continuation(parent_id, prompt, entry.task, s.get("overlap", 1), s.get("color_match", 0.0),
+                                      **kept)
+        if parent_id:  # its parent is not a result here: the stored first frame again, without colour matching
+            values["color_match"] = 0
         image = str(entry.image) if entry.image is not None else None
         req = self.studio.build_request(entry.task, values, image=image, prompt_fields=restored.prompt_fields)
         last = self.store.last_image_path(entry.id)
@@ -672,7 +660,7 @@ class TimelineView:
         try:
             req = self._regenerate_request(tid, index, prompt, seed, randomize, lang)
             i = int(index)
-        except (InputError, gr.Error, TypeError, ValueError) as e:
+        except (InputError, gr.Error, TypeError, ValueError, UnknownIdError) as e:
             message = _error(e, lang) if isinstance(e, InputError) else html.unescape(str(getattr(e, "message", e)))
             yield {self.status: f"⚠ {md(tr('gen.not_started', lang, message=message))}"}
             return
