@@ -118,3 +118,52 @@ def test_bad_input_gets_a_clear_error(server, tmp_path):
     # nothing half-written is listed: every listed clip has its json and mp4
     listed = json.loads(json.dumps(c.predict(empty["id"], api_name="/timeline_info")))
     assert listed["id"] == empty["id"]
+
+
+def test_mcp_tools_continue_and_export(tmp_path):
+    """The endpoints as MCP tools: listed with their docstrings; continue a result, then export a timeline."""
+    from test_app_mcp import MCP_PATH, mcp_session, texts
+
+    srv = launch_app(tmp_path / "outputs", tmp_path / "app.log", "--mcp")
+    try:
+        c = srv.client()
+        _, _, _, link = generate(c, "ti2v-5B", prompt="a paper boat on a pond")
+        first = link.rsplit("=", 1)[1]
+
+        async def listing(session):
+            return (await session.list_tools()).tools
+
+        tools = {t.name: t for t in mcp_session(srv.url + MCP_PATH, listing)}
+        assert {"continue_clip", "export_timeline", "timeline_info", "create_timeline", "timeline_add"} <= set(tools)
+        cont = tools["continue_clip"]
+        assert cont.description.startswith("Continue a video from its last frame")
+        props = cont.inputSchema["properties"]
+        for name in ("result_id", "prompt", "overlap", "color_match", "seed", "task", "timeline_id", "video"):
+            assert len(props[name].get("description", "")) > 15, (name, props[name])
+        assert "owner" not in props
+        assert tools["export_timeline"].description.startswith("Export a timeline as one mp4")
+
+        async def run(session):  # without a progress token Gradio answers one text: the outputs' repr
+            made = await session.call_tool("continue_clip", {"result_id": first, "prompt": "it drifts away",
+                                                             "seed": 5, "randomize_seed": False,
+                                                             "sampling_steps": 2})
+            new_id = re.findall(r"'(\d{8}-\d{6}-[0-9a-f]{6})'", texts(made)[0])[-1]
+            tl = await session.call_tool("create_timeline", {"result_ids": f"{first} {new_id}"})
+            tid = re.search(r"'id': '([0-9a-f-]+)'", texts(tl)[0]).group(1)
+            exported = await session.call_tool("export_timeline", {"timeline_id": tid})
+            return new_id, texts(exported)[0]
+
+        new_id, exported = mcp_session(srv.url + MCP_PATH, run)
+        s = settings_of(srv, new_id)
+        assert (s["task"], s["parent"], s["seed"]) == ("ti2v-5B", first, 5)
+        frames = settings_of(srv, first)["video"]["frames"] + s["video"]["frames"] - 1
+        url = re.search(r"'url': '([^']+\.mp4)'", exported).group(1)
+        assert url.startswith(srv.url) and f"{frames} frames" in exported
+        import urllib.request
+
+        out = tmp_path / "export.mp4"
+        with urllib.request.urlopen(url, timeout=30) as r:
+            out.write_bytes(r.read())
+        assert ffmpeg_frames(out) == frames
+    finally:
+        stop_app(srv)

@@ -709,21 +709,25 @@ def register_timeline_api(runner: GenerateRunner, timelines: Any, options: AppOp
     api = TimelineApi(runner, timelines, options)
     document(api.continue_clip.__func__, max_seed=MAX_SEED, max_upload=MAX_UPLOAD.upper())  # type: ignore[attr-defined]
     with gr.Column(visible=False, elem_id="timeline-api"):
-        rid, prompt, task, tid = (gr.Textbox() for _ in range(4))
-        overlap, color, seed, frames, steps = (gr.Number() for _ in range(5))
+        # inputs: an initial value makes the API/MCP parameter optional with that default (as the docstrings say)
+        rid, prompt, task, tid = gr.Textbox(""), gr.Textbox(""), gr.Textbox(""), gr.Textbox("")
+        overlap, color, seed = gr.Number(1, precision=0), gr.Number(0.5), gr.Number(-1, precision=0)
+        frames, steps = gr.Number(None, precision=0), gr.Number(None, precision=0)
         randomize = gr.Checkbox(value=True)
         video = gr.File(file_types=[".mp4"], type="filepath")
-        out_video, out_file = gr.Video(), gr.File()
-        out_seed = gr.Number()
-        out_status, out_link, out_id, title, ids = (gr.Textbox() for _ in range(5))
+        timeline_id, result_id = gr.Textbox(), gr.Textbox()  # required by the timeline endpoints
+        add_overlap, ids, title = gr.Number(-1, precision=0), gr.Textbox(""), gr.Textbox("")
+        out_video, out_file, out_seed = gr.Video(), gr.File(), gr.Number()
+        out_status, out_link, out_id = gr.Textbox(), gr.Textbox(), gr.Textbox()
         info = gr.JSON()
         buttons = [gr.Button() for _ in range(5)]
     buttons[0].click(api.continue_clip, inputs=[rid, prompt, overlap, color, seed, randomize, task, frames, steps, tid,
                                                video], outputs=[out_video, out_seed, out_status, out_link, out_id],
                      api_name="continue_clip", concurrency_id="gpu", concurrency_limit=1)
-    buttons[1].click(api.export_timeline, inputs=[tid], outputs=[out_file, out_status], api_name="export_timeline",
-                     concurrency_id="export", concurrency_limit=1)
-    buttons[2].click(api.timeline_info, inputs=[tid], outputs=[info], api_name="timeline_info", queue=False)
+    buttons[1].click(api.export_timeline, inputs=[timeline_id], outputs=[out_file, out_status],
+                     api_name="export_timeline", concurrency_id="export", concurrency_limit=1)
+    buttons[2].click(api.timeline_info, inputs=[timeline_id], outputs=[info], api_name="timeline_info", queue=False)
     buttons[3].click(api.create_timeline, inputs=[ids, title], outputs=[info], api_name="create_timeline", queue=False)
-    buttons[4].click(api.timeline_add, inputs=[tid, rid, overlap], outputs=[info], api_name="timeline_add", queue=False)
+    buttons[4].click(api.timeline_add, inputs=[timeline_id, result_id, add_overlap], outputs=[info],
+                     api_name="timeline_add", queue=False)
     return api
