@@ -147,8 +147,9 @@ def create_demo(
 ) -> gr.Blocks:
     """Build the Blocks app over ``engine`` (models) and ``store`` (history on disk).
 
-    Composition only: a ``TaskView`` per task tab and a ``HistoryView``; the views own their
-    components and handlers, ``endpoints`` the documented API functions.
+    Composition only: a ``TaskView`` per task tab, a ``TimelineView`` (clips continued from each other, one
+    mp4; ``/?timeline=<id>``) and a ``HistoryView``; the views own their components and handlers,
+    ``endpoints`` the documented API functions.
     """
     any_size = engine.demo if any_size is None else any_size
     options = options or AppOptions(demo=engine.demo, any_size=any_size, allow_download=engine.allow_download)

@@ -103,6 +103,18 @@ def test_generate_extend_twice_reorder_export_and_reopen_after_restart(browser, 
     assert "red fox" in captions[0] and "leaps" in captions[1] and "sniffs" in captions[2], captions
     assert "Clip 2 of 3" in tab.locator("#timeline-selected").inner_text()
 
+    # regenerate the first clip (text-to-video) with another seed and prompt: it is replaced in place
+    tab.locator("#timeline-clips .thumbnail-item").nth(0).click()
+    _wait_text(page, tab.locator("#timeline-selected"), "Clip 1 of 3")
+    tab.locator("#timeline-regen-prompt textarea").fill("a grey fox trots through fresh snow")
+    tab.locator("#timeline-regen-random input").uncheck()
+    tab.locator("#timeline-regen-seed input").fill("7")
+    tab.locator("#timeline-regen-btn").click()
+    selected = _wait_text(page, tab.locator("#timeline-selected"), "grey fox")
+    assert "Clip 1 of 3" in selected and "t2v-A14B" in selected and "seed 7 " in selected, selected
+    captions = _captions(tab)
+    assert captions[0].startswith("1 · seed 7 · a grey fox") and "leaps" in captions[1], captions
+
     # export: one mp4, shown and offered for download; ffmpeg counts the clips' frames minus the overlaps
     tab.locator("#timeline-export").click()
     _wait_text(page, tab.locator("#timeline-status"), "Exported 3 clips")
@@ -124,7 +136,7 @@ def test_generate_extend_twice_reorder_export_and_reopen_after_restart(browser, 
     tab2 = other.locator("#tab-timeline")
     _wait_text(other, tab2.locator("#timeline-summary"), "3 clips")
     captions = _captions(tab2)
-    assert "red fox" in captions[0] and "leaps" in captions[1] and "sniffs" in captions[2], captions
+    assert "grey fox" in captions[0] and "leaps" in captions[1] and "sniffs" in captions[2], captions
     ctx.close()
 
     # a restart: the timeline and its permalink survive (timelines are files next to the history)
@@ -137,7 +149,7 @@ def test_generate_extend_twice_reorder_export_and_reopen_after_restart(browser, 
         tab = page.locator("#tab-timeline")
         _wait_text(page, tab.locator("#timeline-summary"), "3 clips", timeout=60_000)
         captions = _captions(tab)
-        assert "red fox" in captions[0] and "leaps" in captions[1] and "sniffs" in captions[2], captions
+        assert "grey fox" in captions[0] and "leaps" in captions[1] and "sniffs" in captions[2], captions
         ctx.close()
     finally:
         stop_app(again)
@@ -214,8 +226,38 @@ def test_bad_input_gets_a_clear_error_and_the_app_keeps_serving(browser, server2
     tab.locator("#timeline-box textarea").fill("a lantern drifts over the water")
     _submit_box(tab)
     _wait_text(page, tab.locator("#timeline-summary"), "1 clips")
+
+    # History's "Add to timeline" with a real result: it joins the open timeline, the Timeline tab shows it
+    page.get_by_role("tab", name="History").click()
+    page.locator("#history-refresh, button:has-text('Refresh')").first.click()
+    gallery = page.locator("#history-gallery")
+    gallery.locator(".thumbnail-item").first.wait_for(timeout=30_000)
+    gallery.locator(".thumbnail-item").first.click()
+    page.wait_for_function("el => el.value.length > 0", arg=id_box.element_handle(), timeout=15_000)
+    page.locator("#history-to-timeline").click()
+    assert "added to timeline" in _wait_text(page, page.locator("#notice"), "added to timeline", 15_000)
+    _wait_text(page, tab.locator("#timeline-summary"), "2 clips", 15_000)
+    assert tab.locator("#timeline-summary").is_visible()
     ctx.close()
     assert "Traceback" not in server2.log_text(), server2.log_text()[-3000:]
+
+
+def test_timeline_in_korean_and_chinese(browser, server2):  # noqa: F811
+    for locale, tab_name, route, export in (("ko-KR", "타임라인", "텍스트만", "mp4 하나로 내보내기"),
+                                            ("zh-CN", "时间线", "仅文本", "导出为一个 mp4")):
+        ctx = browser.new_context(viewport={"width": 1280, "height": 1000}, locale=locale)
+        page = ctx.new_page()
+        page.goto(server2.url)
+        page.get_by_role("tab", name=tab_name).click()
+        tab = page.locator("#tab-timeline")
+        tab.locator("#timeline-box textarea").fill("a cat")
+        _wait_text(page, tab.locator("#timeline-route"), route, 15_000)
+        assert tab.locator("#timeline-export").inner_text().strip() == export
+        tab.locator("#timeline-export").click()  # no timeline open: said in the visitor's language
+        _wait_text(page, tab.locator("#timeline-status"), "⚠", 15_000)
+        assert "No timeline" not in tab.locator("#timeline-status").inner_text()
+        page.screenshot(path=str(ARTIFACTS / f"timeline_{locale}.png"))
+        ctx.close()
 
 
 def test_i2v_last_frame_is_used_stored_and_restored_by_the_permalink(browser, server2):  # noqa: F811
