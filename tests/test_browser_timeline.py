@@ -310,3 +310,27 @@ def test_timeline_on_a_phone(browser, server2):  # noqa: F811
     assert abs(up["y"] - remove["y"]) < 4, (up, remove)  # Move up, Move down and Remove share one row
     page.screenshot(path=str(ARTIFACTS / "timeline_phone.png"), full_page=True)
     ctx.close()
+
+
+def test_cancel_stops_a_timeline_run(browser, server2):  # noqa: F811
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1300}, locale="en-US")
+    page = ctx.new_page()
+    page.goto(server2.url)
+    # the generate box runs with the T2V tab's settings: 60 steps keep the run going long enough to cancel it
+    t2v = page.locator("#tab-t2v")
+    steps = t2v.locator(".steps input").first
+    steps.wait_for(timeout=60_000)
+    steps.fill("60")
+    steps.press("Tab")
+    tab = _timeline_tab(page)
+    tab.locator("#timeline-box textarea").fill("a clip that is cancelled")
+    _submit_box(tab)
+    cancel = tab.locator("#timeline-cancel")
+    page.wait_for_function("el => !el.disabled", arg=cancel.element_handle(), timeout=15_000)
+    _wait_text(page, tab.locator("#timeline-status"), "step", 60_000)  # running: the progress shows its steps
+    cancel.click()
+    status = _wait_text(page, tab.locator("#timeline-status"), "Cancelled", 60_000)
+    assert "nothing was saved" in status, status
+    page.wait_for_function("el => el.disabled", arg=cancel.element_handle(), timeout=15_000)
+    assert "no timeline" in tab.locator("#timeline-summary").inner_text().lower()  # nothing was added
+    ctx.close()
