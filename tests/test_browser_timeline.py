@@ -91,6 +91,10 @@ def test_generate_extend_twice_reorder_export_and_reopen_after_restart(browser, 
     assert [c.split(" · ")[0] for c in captions] == ["1", "2", "3"], captions
     assert "red fox" in captions[0] and "sniffs" in captions[1] and "leaps" in captions[2], captions
     assert f"{3 * FRAMES - 2} frames" in summary.inner_text()  # two overlaps of 1 frame
+    title = tab.locator("#timeline-title input, #timeline-title textarea").first
+    title.fill("Fox in the snow")
+    title.press("Enter")
+    assert summary.inner_text().startswith("Fox in the snow") or _wait_text(page, summary, "Fox in the snow", 15_000)
     page.screenshot(path=str(ARTIFACTS / "timeline_desktop.png"), full_page=True)
 
     # reorder: the last clip moves up to the middle
@@ -147,7 +151,7 @@ def test_generate_extend_twice_reorder_export_and_reopen_after_restart(browser, 
         page = ctx.new_page()
         page.goto(again.url + f"?timeline={tid}")
         tab = page.locator("#tab-timeline")
-        _wait_text(page, tab.locator("#timeline-summary"), "3 clips", timeout=60_000)
+        assert "Fox in the snow" in _wait_text(page, tab.locator("#timeline-summary"), "3 clips", timeout=60_000)
         captions = _captions(tab)
         assert "grey fox" in captions[0] and "leaps" in captions[1] and "sniffs" in captions[2], captions
         ctx.close()

@@ -100,6 +100,8 @@ class TimelineView:
             with gr.Column(scale=3, elem_classes=["timeline-clips-col"]):
                 with gr.Row(equal_height=False, elem_classes=["timeline-bar"]):
                     self.pick = gr.Dropdown([], value=None, label=t("timeline.open"), scale=3, elem_id="timeline-pick")
+                    self.title = gr.Textbox(label=t("timeline.title"), placeholder=t("timeline.title_placeholder"),
+                                            max_lines=1, scale=2, elem_id="timeline-title")
                     self.new_btn = gr.Button(t("timeline.new"), size="sm", scale=0, min_width=130,
                                              elem_id="timeline-new")
                 self.summary = gr.Markdown(t("timeline.none"), elem_id="timeline-summary")
@@ -169,7 +171,7 @@ class TimelineView:
     def _view_outputs(self) -> list[Any]:
         """What showing a timeline writes."""
         return [self.tid, self.index, self.summary, self.gallery, self.selected_md, self.link, self.pick,
-                self.regen_prompt, self.regen_seed, self.regen_random]
+                self.title, self.regen_prompt, self.regen_seed, self.regen_random]
 
     def _form_inputs(self) -> dict[str, Any]:
         """The task tabs' settings (size, frames, steps, seed, ...) for a clip made from the generate box."""
@@ -220,6 +222,8 @@ class TimelineView:
         self.up_btn.click(self.move_up, inputs=[self.tid, self.index, owner], outputs=edits, **quick)
         self.down_btn.click(self.move_down, inputs=[self.tid, self.index, owner], outputs=edits, **quick)
         self.remove_btn.click(self.remove, inputs=[self.tid, self.index, owner], outputs=edits, **quick)
+        gr.on([self.title.submit, self.title.blur], self.rename, inputs=[self.tid, self.title, self.index, owner],
+              outputs=edits, **quick)
         self.new_btn.click(self.new_timeline, inputs=owner, outputs=[*view, self.player, self.status, self.export_file],
                            **quick)
         self.pick.input(self.open_picked, inputs=[self.pick, owner], outputs=[*view, self.player, self.status,
@@ -259,7 +263,7 @@ class TimelineView:
         """Updates that show ``tl`` (None: no timeline open), the clip at ``index`` selected."""
         lang = request_lang(request)
         if tl is None:
-            return {self.tid: "", self.index: None, self.summary: md(tr("timeline.none", lang)),
+            return {self.tid: "", self.index: None, self.summary: md(tr("timeline.none", lang)), self.title: "",
                     self.gallery: gr.Gallery(value=[], selected_index=None),
                     self.selected_md: md(tr("timeline.pick_clip", lang)), self.link: gr.Textbox("", visible=False),
                     self.pick: self.list_choices(owner, clear=True), self.regen_prompt: "", self.regen_seed: -1,
@@ -275,6 +279,7 @@ class TimelineView:
             index = len(entries) - 1 if entries else None
         updates: dict[Any, Any] = {
             self.tid: tl.id, self.index: index, self.summary: self.summary_text(tl, entries, lang, missing),
+            self.title: tl.title,
             self.gallery: gr.Gallery(value=items, selected_index=index),
             self.link: gr.Textbox(timeline_link(app_url(request), tl.id), visible=True),
             self.pick: self.list_choices(owner, tl.id),
@@ -394,6 +399,19 @@ class TimelineView:
         lang = request_lang(request)
         return self._change(lambda: self.timelines.remove(tid, self._index(index, lang), owner=self._scope(owner)),
                             tid, owner, request, index=lambda: max(self._index(index, lang) - 1, 0))
+
+    def rename(self, tid: str, title: str, index: Any, owner: str | None, request: gr.Request) -> Any:
+        """The open timeline's title (shown in the picker and the summary); nothing to do without a timeline."""
+        if not str(tid or "").strip():
+            return {self.status: gr.skip()}
+        try:
+            if self.timelines.get(tid).title == " ".join(str(title or "").split()):
+                return {self.status: gr.skip()}  # unchanged (a blur after a submit)
+        except (InvalidIdError, UnknownIdError):
+            pass  # said by _change
+        i = None if index in (None, "") else int(index)
+        return self._change(lambda: self.timelines.rename(tid, str(title or ""), owner=self._scope(owner)), tid, owner,
+                            request, index=i)
 
     def new_timeline(self, owner: str | None, request: gr.Request) -> Any:
         """Close the open timeline: the next clip starts a new one."""
