@@ -56,6 +56,11 @@ def capture(url: str, out: Path, locale: str) -> None:
             tab.locator("#timeline-extend-prompt textarea").fill(prompt)
             tab.locator("#timeline-extend-btn").click()
             wait_clips(n)
+        title = tab.locator("#timeline-title input, #timeline-title textarea").first
+        title.fill("Sunset on the lake")
+        title.press("Enter")
+        page.wait_for_function("el => el.innerText.startsWith('Sunset on the lake')", arg=summary.element_handle(),
+                               timeout=15_000)
         tab.locator("#timeline-export").click()
         tab.locator("#timeline-download").wait_for(state="visible", timeout=120_000)
         tab.locator("#timeline-clips .thumbnail-item").nth(1).click()  # a clip selected, its details shown
