@@ -186,6 +186,30 @@ def test_continuation_size_keeps_the_parent_size_when_accepted() -> None:
     assert continuation_size("i2v-A14B", (1280, 720)) == (1280, 720)
     assert continuation_size("ti2v-5B", (1280, 704)) == (1280, 704)
     assert continuation_size("ti2v-5B", (1280, 720)) == (1280, 704)  # not a 5B size: the default area
+    from wan.configs import get_spec
+    from wan.request import image_output_size
+
+    # ... where a 16:9 frame becomes 1248x704: another size than the parent's (said in the docstring)
+    assert image_output_size(get_spec("ti2v-5B"), (1280, 720), (1280, 704)) == (1248, 704)
+    assert image_output_size(get_spec("i2v-A14B"), (1280, 720), (1280, 720)) == (1280, 720)
+    assert image_output_size(get_spec("i2v-A14B"), (832, 480), (832, 480)) == (832, 480)
+    # the official float arithmetic gives 832x464 there (sqrt(399360 * 480/832) = 479.999...); ours is
+    # exact and otherwise the same as the official one
+    import math
+
+    def official(w: int, h: int, area: int) -> tuple[int, int]:
+        aspect = h / w
+        return (round(math.sqrt(area / aspect) // 8 // 2 * 2) * 8, round(math.sqrt(area * aspect) // 8 // 2 * 2) * 8)
+
+    assert official(832, 480, 832 * 480) == (832, 464)
+    differ = {(w, h, area) for w in range(100, 2000, 37) for h in range(100, 2000, 41) for area in (1280 * 720, 832 * 480)
+              if i2v_a14b_output_size(w, h, area, 8, 2) != official(w, h, area)}
+    assert differ == {(w, h, 832 * 480) for w, h, _ in differ} and all(w * 480 == h * 832 for w, h, _ in differ)
+    # a continuation of an official-size clip keeps its size on both image tasks (no model runs here)
+    for task, (w, h) in (("i2v-A14B", (832, 480)), ("i2v-A14B", (1280, 720)), ("i2v-A14B", (480, 832)),
+                         ("ti2v-5B", (1280, 704)), ("ti2v-5B", (704, 1280))):
+        parent = torch.zeros(3, 2, h, w)
+        assert continue_request(task, parent, "on", frame_num=5).output_size == (w, h), (task, w, h)
     assert continuation_size("i2v-A14B", (64, 48), any_size) == (64, 48)
     assert continuation_size("i2v-A14B", (64, 48)) == (1280, 720)
 

@@ -282,8 +282,10 @@ def continuation_size(task: str, parent_size: tuple[int, int], policy: RequestPo
     size when ``task`` accepts it under ``policy`` (then the output size is the parent's: I2V-A14B's
     ``i2v_a14b_output_size`` and TI2V-5B's ``best_output_size`` both return a W x H that is already a
     multiple of the stride at that area), else the task's default size, whose output keeps the
-    parent's aspect ratio at the default area (a different size; the frame is resized by the task's
-    image policy)."""
+    parent's aspect ratio at the default area: a different size, and the frame is resized by the
+    task's image policy. Example: a 1280x720 A14B clip continued with TI2V-5B (sizes 1280*704,
+    704*1280) runs at 1248x704 (``best_output_size`` at the 5B's area), so it cannot be exported in
+    one video with its parent; give ``size`` to choose another area."""
     from .configs import get_spec
     from .request import RequestPolicy, _check_size
 
@@ -379,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     e = sub.add_parser("export", help="stitch clips, dropping each clip's leading overlap frames")
     e.add_argument("videos", nargs="+", help="the clips, in order (.mp4, same fps and size)")
     e.add_argument("--overlaps", default=None, help="comma-separated leading frames to drop per clip, the first 0 "
-                                                    "(default: 0 for the first clip, then each clip's recorded overlap, else 1)")
+                                                    "(default: 0 for the first clip, then each clip's recorded overlap, else 0)")
     e.add_argument("-o", "--output", required=True, help="the joined .mp4")
     args = p.parse_args(argv)
     try:
@@ -404,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _recorded_overlap(video: str | os.PathLike[str]) -> int:
-    """The ``overlap`` recorded in a clip's settings (a continuation's), else ``DEFAULT_OVERLAP``."""
+    """The ``overlap`` recorded in a clip's settings (a continuation's), else 0 (a clip that continues nothing)."""
     from .video import read_video_metadata
 
     try:
@@ -412,7 +414,7 @@ def _recorded_overlap(video: str | os.PathLike[str]) -> int:
     except (ValueError, OSError):
         settings = None
     overlap = settings.get("overlap") if isinstance(settings, dict) else None
-    return overlap if isinstance(overlap, int) and not isinstance(overlap, bool) and overlap >= 0 else DEFAULT_OVERLAP
+    return overlap if isinstance(overlap, int) and not isinstance(overlap, bool) and overlap >= 0 else 0
 
 
 if __name__ == "__main__":

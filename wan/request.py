@@ -370,11 +370,16 @@ def best_output_size(width: int, height: int, multiple_w: int, multiple_h: int, 
 
 def i2v_a14b_output_size(width: int, height: int, max_area: int, vae_stride: int, patch: int) -> tuple[int, int]:
     """I2V-A14B output ``(w, h)`` for a ``width x height`` image (official ``WanI2V`` arithmetic):
-    ``lat_h = round(sqrt(max_area * h/w) // stride // patch * patch)`` (same for ``lat_w`` with w/h),
-    then ``(lat_w * stride, lat_h * stride)``. The aspect ratio is kept up to that rounding."""
-    aspect = height / width
-    lat_h = round(math.sqrt(max_area * aspect) // vae_stride // patch * patch)
-    lat_w = round(math.sqrt(max_area / aspect) // vae_stride // patch * patch)
+    ``lat_h = floor(sqrt(max_area * h/w) / stride) // patch * patch`` (same for ``lat_w`` with w/h),
+    then ``(lat_w * stride, lat_h * stride)``. The aspect ratio is kept up to that rounding.
+
+    Computed exactly (integer square root: ``floor(sqrt(x)) == isqrt(floor(x))``). The official code
+    uses floats, which differ only where ``sqrt`` lands within rounding error of a multiple of the
+    stride: an 832x480 image at the 832*480 area gives sqrt(399360 * 480/832) = 479.99999999999994
+    there, so 832x464; here it keeps 832x480 (so a 480p clip continued from its last frame keeps its
+    size, and an image of an official size is not cropped by 16 rows)."""
+    lat_h = math.isqrt(max_area * height // width) // vae_stride // patch * patch
+    lat_w = math.isqrt(max_area * width // height) // vae_stride // patch * patch
     return int(lat_w * vae_stride), int(lat_h * vae_stride)
 
 
