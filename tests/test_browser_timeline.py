@@ -200,6 +200,15 @@ def test_bad_input_gets_a_clear_error_and_the_app_keeps_serving(browser, server2
     _submit_box(tab)
     assert "Not started" in _wait_text(page, status, "fake.mp4", timeout=15_000)
 
+    # an image: image-to-video, on the model chosen below the box
+    page.goto(server2.url)
+    tab = _timeline_tab(page)
+    status = tab.locator("#timeline-status")
+    tab.locator("#timeline-box input[type=file]").set_input_files(str(SAMPLE_IMAGE))
+    assert "Image-to-video (i2v-A14B)" in _wait_text(page, tab.locator("#timeline-route"), "Image attached")
+    tab.locator("#timeline-task").get_by_label("TI2V-5B").check()
+    _wait_text(page, tab.locator("#timeline-route"), "Image-to-video (ti2v-5B)", 15_000)
+
     # Extend with no timeline open
     tab.locator("#timeline-extend-btn").click()
     _wait_text(page, status, "No timeline is open", timeout=15_000)
