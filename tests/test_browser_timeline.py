@@ -273,13 +273,21 @@ def test_timeline_in_korean_and_chinese(browser, server2):  # noqa: F811
         ctx.close()
 
 
-def test_i2v_last_frame_is_used_stored_and_restored_by_the_permalink(browser, server2):  # noqa: F811
+def test_i2v_last_frame_is_used_stored_and_restored_by_the_permalink(browser, server2, tmp_path):  # noqa: F811
     ctx = browser.new_context(viewport={"width": 1280, "height": 1300}, locale="en-US")
     page = ctx.new_page()
     page.goto(server2.url)
     page.get_by_role("tab", name="Image-to-Video (A14B)").click()
     i2v = page.locator("#tab-i2v")
     i2v.locator(".input-image input[type=file]").set_input_files(str(SAMPLE_IMAGE))
+    # a last frame that is not an image: said under the images, and the slot is cleared
+    bad = tmp_path / "last.png"
+    bad.write_text("definitely not a PNG")
+    i2v.locator(".last-image input[type=file]").set_input_files(str(bad))
+    note = i2v.locator(".block.image-note")
+    assert "This last frame cannot be used" in _wait_text(page, note, "is not an image", 15_000)
+    page.wait_for_function("el => !el.querySelector('img')", arg=i2v.locator(".last-image").element_handle(),
+                           timeout=10_000)
     last = ROOT / "assets" / "samples" / "cat_portrait.png"
     last = last if last.is_file() else SAMPLE_IMAGE
     i2v.locator(".last-image input[type=file]").set_input_files(str(last))
