@@ -99,8 +99,8 @@ def has_last_frame(spec: ModelSpec) -> bool:
 
 
 def last_image_error(e: InputError, lang: str) -> str:
-    """A last-frame problem under the form's name for it (the checks name the image they read "image")."""
-    return f"{tr('field.last_image', lang)}: {e.message}" if e.field in ("last_image", "image") else error_text(e, lang)
+    """A last-frame problem under the form's name for it (``with_last_image`` names every one ``last_image``)."""
+    return f"{tr('field.last_image', lang)}: {e.message}" if e.field == "last_image" else error_text(e, lang)
 
 
 def with_last_image(reqs: list[Any], last_image: str | None) -> list[Any]:
@@ -512,7 +512,7 @@ class TaskView:
             reqs = with_last_image(self.runner.batch_requests(self.task, values, count, image=image,
                                                               prompt_fields=prompt_fields), last_image)
         except InputError as e:
-            message = last_image_error(e, lang) if e.field == "last_image" else error_text(e, lang)
+            message = last_image_error(e, lang)
             yield {self.status: f"⚠ {md(tr('gen.not_started', lang, message=message))}"}
             return
         entries: list[HistoryEntry] = []
