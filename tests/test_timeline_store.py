@@ -186,3 +186,11 @@ def test_nothing_half_written_is_listed(history: HistoryStore) -> None:
         store.get(damaged_id)
     # history's own listing is not disturbed by the timelines folder
     assert [e.id for e in history.list()] == [a]
+
+
+def test_links_do_not_carry_a_continuation() -> None:
+    from playground.share import PARAMS, parse_query
+
+    assert not {"parent", "overlap", "color_match", "last_image"} & PARAMS
+    q = parse_query({"task": "i2v", "parent": "x.mp4", "overlap": "2", "steps": "7"}, ["t2v-A14B", "i2v-A14B"])
+    assert q.prefill == {"sampling_steps": 7} and not q.problems  # unknown link parameters are not read
