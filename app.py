@@ -35,12 +35,15 @@ from playground.history import HistoryStore
 from playground.i18n import LANGS, STRINGS
 from playground.loras import LoraLibrary, task_dit_config
 from playground.studio import TASK_UI, Studio
+from playground.timeline import TimelineStore
 from playground.views import AppOptions, CancelRegistry, HistoryView, SessionJobCap, TaskView
 from playground.views.common import MAX_UPLOAD, t
 from playground.views.endpoints import (
-    GenerateRunner, extenders_of, make_extend_api, make_generate_endpoints, make_list_loras,
+    TIMELINE_API_RUNS, GenerateRunner, extenders_of, make_extend_api, make_generate_endpoints, make_list_loras,
+    register_timeline_api,
 )
 from playground.views.history_view import HISTORY_TAB
+from playground.views.timeline_view import RUN_API_NAMES as TIMELINE_RUNS, TIMELINE_TAB, TimelineView
 from playground.views.task_tab import TAB_KEYS, estimate_text
 from playground.views.weights_view import MemoryPanel
 from prompting.extension import PromptExtender
@@ -145,8 +148,9 @@ def create_demo(
 ) -> gr.Blocks:
     """Build the Blocks app over ``engine`` (models) and ``store`` (history on disk).
 
-    Composition only: a ``TaskView`` per task tab and a ``HistoryView``; the views own their
-    components and handlers, ``endpoints`` the documented API functions.
+    Composition only: a ``TaskView`` per task tab, a ``TimelineView`` (clips continued from each other, one
+    mp4; ``/?timeline=<id>``) and a ``HistoryView``; the views own their components and handlers,
+    ``endpoints`` the documented API functions.
     """
     any_size = engine.demo if any_size is None else any_size
     options = options or AppOptions(demo=engine.demo, any_size=any_size, allow_download=engine.allow_download)
@@ -171,6 +175,8 @@ def create_demo(
         view.extenders = extenders
         view.library = library
     history = HistoryView(studio, store, views, options)
+    timelines = TimelineStore(store)
+    timeline = TimelineView(studio, store, timelines, views, cancels, options)
 
     with gr.Blocks(title="Wan 2.2 Playground", fill_width=True, delete_cache=DELETE_CACHE) as demo:
         notice = _build_header(engine.demo)
@@ -180,9 +186,12 @@ def create_demo(
             for task, view in views.items():
                 with gr.Tab(t(TAB_KEYS[task]), id=view.ui.tab_id, elem_id=view.ui.tab_id):
                     view.build()
+            with gr.Tab(t("tab.timeline"), id=TIMELINE_TAB, elem_id=TIMELINE_TAB):
+                timeline.build()
             with gr.Tab(t("tab.history"), id=HISTORY_TAB, elem_id=HISTORY_TAB):
                 history.build()
         history.set_page(tabs, notice)
+        timeline.set_page(tabs, notice, history.owner)
 
         run = GenerateRunner(studio, store, cancels, options)
         endpoints = make_generate_endpoints(run, {task: v.spec for task, v in views.items()}, demo=engine.demo,
@@ -191,6 +200,8 @@ def create_demo(
             view.wire(demo, endpoints[task], owner=history.owner, extender=extenders, on_result=history.on_result)
         history.wire(demo)
         memory.wire(demo)
+        register_timeline_api(run, timelines, options)  # continue_clip, export_timeline, timeline_* (API/MCP)
+        timeline.wire(demo, history)  # after the task tabs: its runs use their runner
         # the offline extender is a quick CPU rewrite: no queue; an LLM backend waits in its own line
         gr.api(make_extend_api(extenders), api_name="extend_prompt",
                queue=set(extenders) != {"offline"}, concurrency_id="llm")
@@ -216,7 +227,7 @@ def _build_header(demo_mode: bool) -> gr.Markdown:
 def configure_queue(demo: gr.Blocks, *, max_size: int, per_session: int = JOBS_PER_SESSION) -> gr.Blocks:
     """One GPU line of ``max_size`` jobs, at most ``per_session`` generation jobs of one session."""
     demo.queue(max_size=max_size, default_concurrency_limit=1)
-    api_names = [ui.api_name for ui in TASK_UI.values()]
+    api_names = [ui.api_name for ui in TASK_UI.values()] + list(TIMELINE_RUNS) + list(TIMELINE_API_RUNS)
     SessionJobCap(api_names, limit=per_session, shared_limit=max(per_session, max_size // 2)).install(demo)
     return demo
 

@@ -17,6 +17,16 @@ or ``LOW,HIGH`` for the A14B experts (the official tuple order). The flags build
 ``wan.request.GenerationRequest`` (validated before any weights load); the mp4 carries that
 request's own settings JSON in its ``comment`` tag (readable with ``wan.video.read_video_metadata``;
 the app restores a form from it).
+
+Continuing a clip from its last frame (i2v-A14B, or ti2v-5B with the frame as image; see
+``wan.continuation``)::
+
+    python generate.py --task i2v-A14B --ckpt_dir DIR --continue_from clip1.mp4 --prompt "..." \
+        [--overlap 1] [--color_match 0.5] --save_file clip2.mp4
+    python -m wan.continuation export clip1.mp4 clip2.mp4 --overlaps 0,1 -o joined.mp4
+
+The new clip's settings record ``parent`` (the file name of ``--continue_from``), ``overlap`` and
+``color_match``; its size defaults to the parent's when the task accepts it.
 """
 
 from __future__ import annotations
@@ -127,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative_prompt", default=None, help=h["negative_prompt"])
     p.add_argument("--base_seed", type=int, default=-1, help=h["seed"])
     p.add_argument("--image", default=None, help="input image (required for i2v-A14B, optional for ti2v-5B)")
+    p.add_argument("--continue_from", default=None, metavar="VIDEO.mp4",
+                   help="continue this video from its last frame (i2v-A14B, ti2v-5B; instead of --image): "
+                        "the new clip records it as parent and is colour-matched to it (--color_match)")
     p.add_argument("--sample_solver", default=None, choices=SOLVERS, help=h["sample_solver"])
     p.add_argument("--sample_steps", type=int, default=None, help=h["sampling_steps"])
     p.add_argument("--sample_shift", type=float, default=None, help=h["shift"])
@@ -138,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "lightning-4step or lightning-3phase (its settings are the defaults; flags override them)")
     p.add_argument("--download", action="store_true", help="download a preset's LoRA files into --lora_dir if missing")
     for name, text in FIELD_HELP.items():  # settings without an official flag: --<setting>, parsed by the request
-        if name not in OFFICIAL_FLAGS:
+        if name not in OFFICIAL_FLAGS and name != "parent":  # parent: the --continue_from file's name
             p.add_argument(f"--{name}", default=None, metavar=name.upper(), help=text)
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=DTYPES, help="DiT weight dtype (default: bfloat16 on CUDA, float32 on CPU)")
@@ -201,7 +214,8 @@ def build_request(args: argparse.Namespace, prompt: str) -> Any:
             raise InputError("preset", str(e)) from None
         preset["loras"] = [(str(Path(args.lora_dir) / e["name"]), e["strength"]) for e in preset["loras"]]
         values.update(preset)
-    values.update({n: getattr(args, n) for n in FIELD_HELP if n not in OFFICIAL_FLAGS and getattr(args, n) is not None})
+    values.update({n: getattr(args, n) for n in FIELD_HELP
+                   if n not in OFFICIAL_FLAGS and getattr(args, n, None) is not None})
     extra, errors = parse_values(args.task, values)
     if errors:
         raise errors[0]
@@ -213,6 +227,13 @@ def build_request(args: argparse.Namespace, prompt: str) -> Any:
         "sample_solver": args.sample_solver,
     }  # fmt: skip
     extra.update({k: v for k, v in given.items() if v is not None})
+    if args.continue_from:
+        from wan.continuation import continue_request
+
+        if args.image:
+            raise InputError("image", "--continue_from takes the image from the video's last frame: drop --image")
+        return continue_request(args.task, args.continue_from, prompt, seed=args.base_seed, any_size=args.any_size,
+                                **extra)
     return make_request(args.task, prompt, image=args.image, last_image=args.last_image, seed=args.base_seed, any_size=args.any_size, **extra)
 
 

@@ -5,6 +5,7 @@ Layout of the outputs folder (flat; one id per generation)::
     <id>.mp4          the video (settings also embedded in its metadata)
     <id>.json         the settings JSON; written last, so its presence marks a complete entry
     <id>.input.png    the conditioning image, when there was one
+    <id>.last.png     the last frame of a first-last frame video (I2V-A14B), when there was one
     .tmp/             work files; everything is written here first and moved in with os.replace
 
 ``commit`` is all-or-nothing: on any failure (a full disk, typically) it removes what it already
@@ -74,7 +75,7 @@ DEFAULT_ORPHAN_GRACE_S = 300.0
 # Tags work/temp files with their writer: pid plus a per-process random token (see the module doc).
 _PROCESS_TOKEN = secrets.token_hex(4)
 _WRITER_TAG = re.compile(r"\.w([0-9]{1,10})-([0-9a-f]{8})\.")
-_ENTRY_FILE = re.compile(r"^([0-9]{8}-[0-9]{6}-[0-9a-f]{6})\.(mp4|json|input\.png)$")
+_ENTRY_FILE = re.compile(r"^([0-9]{8}-[0-9]{6}-[0-9a-f]{6})\.(mp4|json|input\.png|last\.png)$")
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
@@ -233,6 +234,21 @@ class HistoryStore:
     def image_path(self, gen_id: str) -> Path:
         return self.root / f"{validate_id(gen_id)}.input.png"
 
+    def last_image_path(self, gen_id: str) -> Path:
+        """Where the last frame of a first-last frame result is kept (it may not exist)."""
+        return self.root / f"{validate_id(gen_id)}.last.png"
+
+    def save_last_image(self, gen_id: str, image: Any) -> Path:
+        """Keep a result's last frame (a PIL image) as ``<id>.last.png`` (temp file, then os.replace)."""
+        dst = self.last_image_path(gen_id)
+        tmp = self.work_path(gen_id, ".last.png")
+        try:
+            image.convert("RGB").save(tmp, format="PNG")
+            os.replace(tmp, dst)
+        finally:
+            self._discard_work(gen_id)
+        return dst
+
     def work_path(self, gen_id: str, suffix: str) -> Path:
         """A fresh path under ``.tmp/`` for files that ``commit`` later moves into place.
 
@@ -350,7 +366,8 @@ class HistoryStore:
         """
         validate_id(gen_id)
         owner = validate_owner(owner)
-        files = (self.settings_path(gen_id), self.video_path(gen_id), self.image_path(gen_id))
+        files = (self.settings_path(gen_id), self.video_path(gen_id), self.image_path(gen_id),
+                 self.last_image_path(gen_id))
         if not any(p.exists() for p in files):
             raise UnknownIdError(f"No result with id {gen_id} on this server; nothing was deleted.")
         if owner is not None:
@@ -488,19 +505,20 @@ class HistoryStore:
                 by_id.setdefault(m.group(1), set()).add(m.group(2))
         for gen_id, kinds in by_id.items():
             video, settings, image = self.video_path(gen_id), self.settings_path(gen_id), self.image_path(gen_id)
+            last = self.last_image_path(gen_id)
             try:
                 empty_video = "mp4" in kinds and video.stat().st_size == 0
             except OSError:
                 empty_video = False
             if empty_video:  # never servable; the JSON and image of such an entry go with it
                 log.warning("history: removing result %s: its video is empty", gen_id)
-                for p in (settings, video, image):
+                for p in (settings, video, image, last):
                     if p.exists() and _remove(p):
                         removed.append(p)
                 continue
             if "json" in kinds:
                 continue
-            for kind, p in (("mp4", video), ("input.png", image)):
+            for kind, p in (("mp4", video), ("input.png", image), ("last.png", last)):
                 if kind not in kinds:
                     continue
                 try:

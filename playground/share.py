@@ -32,8 +32,10 @@ __all__ = [
 # The link parameters: every request setting by its own name (wan.request.FIELD_HELP, so a new setting is
 # a link parameter without touching this file), the short names (steps, frames, neg, guidance,
 # guidance_high, guidance_low, solver) and the flat per-expert guidance of the form.
-# Files (the last frame of a first-last run) are not link parameters: a link never names a server file.
-PARAMS: frozenset[str] = frozenset({*FIELD_HELP, "guide_scale_high", "guide_scale_low", *URL_ALIASES} - {"last_image"})
+# Files (the last frame of a first-last run) are not link parameters: a link never names a server file; nor
+# is a continuation (its parent clip, overlap and colour match need the parent's video, which a link cannot carry).
+PARAMS: frozenset[str] = frozenset({*FIELD_HELP, "guide_scale_high", "guide_scale_low", *URL_ALIASES}
+                                   - {"last_image", "parent", "overlap", "color_match"})
 
 
 @dataclass

@@ -21,11 +21,12 @@ from wan.configs import TASKS, get_spec
 from wan.request import GenerationRequest, RequestPolicy, check_fields, flat_values, parse_values, request_from_values
 
 from .engine import Engine, StepInfo
-from .history import HistoryEntry, HistoryStore
+from .history import HistoryEntry, HistoryStore, is_valid_id
 from .images import check_image
 from .request import InputError, app_policy
 
-__all__ = ["APP_NAME", "TASK_UI", "RestoredForm", "Studio", "TaskUI", "form_values_from_settings", "restore_form"]
+__all__ = ["APP_NAME", "CONTINUE_TASK", "TASK_UI", "ContinuationSource", "RestoredForm", "Studio", "TaskUI",
+           "form_values_from_settings", "restore_form"]
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,12 @@ APP_NAME = "wan-playground"
 _ASSIST_MODES = ("basic", "advanced", "i2v")
 _ASSIST_LANGS = ("en", "zh")
 _MAX_JSON_DEPTH = 32  # deeper metadata is not ours (and would only exhaust the recursion)
+# The task that continues a clip of each task from its last frame (T2V has no image path: the A14B I2V model).
+CONTINUE_TASK: dict[str, str] = {"t2v-A14B": "i2v-A14B", "i2v-A14B": "i2v-A14B", "ti2v-5B": "ti2v-5B"}
+# Settings a continuation takes from its parent unless given (fps always: a timeline exports at one fps);
+# the sampler's shift and guidance only from a parent of the same task.
+_INHERITED = ("prompt", "negative_prompt", "frame_num", "fps", "sampling_steps", "sample_solver")
+_INHERITED_SAME_TASK = ("shift", "guide_scale", "guide_scale_high", "guide_scale_low")
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,23 @@ def restore_form(settings: Mapping[str, Any], policy: RequestPolicy | None = Non
 def form_values_from_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """A stored settings dict -> the form's named values (``restore_form(...).values``)."""
     return restore_form(settings).values
+
+
+@dataclass(frozen=True)
+class ContinuationSource:
+    """The clip a continuation starts from: its mp4, the name recorded as ``parent`` (the result id, or
+    the uploaded file's name), its embedded/stored settings (None for a video not made by this app),
+    and its history entry when it is a result."""
+
+    video: Path
+    name: str
+    settings: dict[str, Any] | None = None
+    entry: HistoryEntry | None = None
+
+    @property
+    def task(self) -> str | None:
+        task = (self.settings or {}).get("task")
+        return task if task in TASK_UI else None
 
 
 class Studio:
@@ -177,7 +201,7 @@ class Studio:
             work.append(video_tmp)
             wan_video.save_video(frames, video_tmp, fps=req.fps, metadata=settings)
             image_tmp = None
-            if req.image:
+            if req.image is not None:
                 image_tmp = self.store.work_path(gen_id, ".png")
                 work.append(image_tmp)
                 self._save_input_image(req.image, image_tmp)
@@ -229,11 +253,126 @@ class Studio:
                     pass  # not in the folder (a script's request): the file name stays
 
     @staticmethod
-    def _save_input_image(src: str, dst: Path) -> None:
+    def _save_input_image(src: Any, dst: Path) -> None:
+        """The request's image (a path, or a PIL image such as a continuation's first frame) as PNG."""
         from PIL import Image
 
+        if isinstance(src, Image.Image):
+            src.convert("RGB").save(dst, format="PNG")
+            return
         with Image.open(src) as im:
             im.convert("RGB").save(dst, format="PNG")
+
+    # ----------------------------------------------------------------------------- continue
+    def continuation_source(self, parent: str | Path) -> ContinuationSource:
+        """A result id (``UnknownIdError`` if not in the history) or an uploaded video file
+        (``InputError("video")``: missing, not an .mp4). An upload that is one of this server's results
+        (its embedded id is in the history) is recorded under that id."""
+        text = str(parent).strip() if isinstance(parent, (str, Path)) else ""
+        if not text:
+            raise InputError("video", "choose the clip to continue: a result id or an uploaded .mp4 video")
+        if is_valid_id(text):
+            entry = self.store.get(text)
+            return ContinuationSource(entry.video, entry.id, dict(entry.settings), entry)
+        path = Path(text)
+        if path.suffix.lower() != ".mp4":
+            if len(path.parts) == 1 and not path.exists():  # a mistyped id, not a file
+                raise InputError("video", f"{text[:60]!r} is neither a result id (ids look like 20260101-120000-a1b2c3) "
+                                          "nor an .mp4 video")
+            raise InputError("video", f"{path.name[:80]!r} is not an .mp4 video: upload an mp4 (or give a result id)")
+        if not path.is_file():
+            raise InputError("video", f"video file not found: {path.name[:80]!r}")
+        try:
+            settings: dict[str, Any] | None = self.settings_from_video(path)
+        except InputError:
+            settings = None  # a video made elsewhere: its frames are enough
+        gen_id = (settings or {}).get("id")
+        if is_valid_id(gen_id):  # a download of one of this server's results: recorded under its id
+            try:
+                entry = self.store.get(gen_id)
+            except KeyError:  # UnknownIdError: made on another server
+                entry = None
+            if entry is not None:
+                return ContinuationSource(path, entry.id, dict(entry.settings), entry)
+        return ContinuationSource(path, path.name, settings)
+
+    def continue_request(self, parent: str | Path | ContinuationSource, values: Mapping[str, Any] | None = None,
+                         *, task: str | None = None) -> GenerationRequest:
+        """The request that continues ``parent`` (a result id, an uploaded mp4 or a ``ContinuationSource``)
+        from its last frame: ``wan.continuation.continue_request`` under this server's policy.
+
+        ``task``: i2v-A14B or ti2v-5B; default ``CONTINUE_TASK`` of the parent's task (i2v-A14B for a
+        video made elsewhere). ``values`` are form/API values (text-ish, like ``build_request``'s) plus
+        ``overlap`` and ``color_match``; what they leave out comes from the parent's settings
+        (``_INHERITED``; fps always, so a timeline keeps one fps), then the defaults. ``size`` defaults
+        to the parent's (``wan.continuation.continuation_size``). Raises ``InputError`` naming the
+        field (``"video"`` for an unreadable upload, ``"task"`` for a text-only task).
+        """
+        from wan.continuation import continue_request
+        from wan.request import parse_values
+
+        src = parent if isinstance(parent, ContinuationSource) else self.continuation_source(parent)
+        if task is None:
+            task = CONTINUE_TASK.get(src.task or "", "i2v-A14B")
+        if task not in TASK_UI or not TASK_UI[task].image_allowed:
+            raise InputError("task", f"{str(task)[:40]!r} cannot continue a video: use i2v-A14B or ti2v-5B")
+        merged = self._inherited(src, task)
+        for key, value in (values or {}).items():
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue  # left empty: inherited or default
+            merged[key] = value.strip() if isinstance(value, str) and key in ("prompt", "negative_prompt") else value
+        for name in ("parent", "image", "last_image", "any_size"):
+            merged.pop(name, None)  # the parent decides these
+        kwargs, errors = parse_values(task, merged)
+        if errors:
+            raise errors[0]
+        kwargs.pop("any_size", None)
+        prompt = kwargs.pop("prompt", "")
+        try:
+            return continue_request(task, src.video, prompt, parent_name=src.name, policy=self.policy, **kwargs)
+        except InputError as e:
+            if e.field == "parent":  # the file the user gave
+                raise InputError("video", e.message) from None
+            raise
+
+    def _inherited(self, src: ContinuationSource, task: str) -> dict[str, Any]:
+        if not src.settings or src.task is None:
+            return self._probed_fps(src.video)
+        names = _INHERITED + (_INHERITED_SAME_TASK if src.task == task else ())
+        restored = restore_form(src.settings).values  # validated, flat form names
+        out = {k: v for k, v in restored.items() if k in names}
+        fps = (src.settings.get("video") or {}).get("fps") if isinstance(src.settings.get("video"), Mapping) else None
+        if isinstance(fps, int) and not isinstance(fps, bool):
+            out["fps"] = fps
+        return out
+
+    @staticmethod
+    def _probed_fps(video: Path) -> dict[str, Any]:
+        from wan.configs import LIMITS
+        from wan.video import probe_video
+
+        try:
+            fps = probe_video(video).fps
+        except (ValueError, OSError):
+            return {}  # unreadable: the request names the file
+        return {"fps": int(round(fps))} if abs(fps - round(fps)) < 1e-3 and round(fps) in LIMITS.fps else {}
+
+    def continue_from(
+        self,
+        parent: str | Path,
+        values: Mapping[str, Any] | None = None,
+        *,
+        task: str | None = None,
+        on_step: Callable[[StepInfo], None] | None = None,
+        on_status: Callable[..., None] | None = None,
+        cancel: threading.Event | None = None,
+        owner: str | None = None,
+    ) -> HistoryEntry:
+        """Continue ``parent`` (a result id or an uploaded mp4) from its last frame and store the new clip:
+        ``continue_request`` then ``generate``. The stored settings record ``parent`` (the result id or
+        the file name), ``overlap`` and ``color_match``; its input image is the parent's last frame."""
+        return self.generate(self.continue_request(parent, values, task=task), on_step=on_step,
+                             on_status=on_status, cancel=cancel, owner=owner)
 
     # ------------------------------------------------------------------------------ restore
     def settings_from_video(self, path: str | Path) -> dict[str, Any]:

@@ -134,8 +134,8 @@ def test_phone_tabs_reachable_and_generate_shows_progress(browser, server):  # n
     ctx, page = _open(browser, server.url, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
                       device_scale_factor=2)
     tabs = page.locator("#tabs [role='tab']")
-    assert tabs.count() == 4  # no "..." overflow menu
-    for i in range(4):
+    assert tabs.count() == 5  # no "..." overflow menu (T2V, I2V, TI2V, Timeline, History)
+    for i in range(5):
         box = tabs.nth(i).bounding_box()
         assert tabs.nth(i).is_visible() and box and box["x"] >= 0 and box["x"] + box["width"] <= 390, box
     assert page.locator("button[aria-label='More tabs']").count() == 0

@@ -20,6 +20,9 @@ Conditioning, as in the official release (``wan/image2video.py``, ``wan/textimag
 * TI2V-5B with an image: LANCZOS resize + center crop to the multiple-of-32 size of area <= ``W*H``
   closest in aspect; its one-frame latent replaces latent frame 0 before and after every solver step,
   and the tokens of that frame get timestep 0. Without an image: plain T2V at exactly ``size``.
+* Continuation (``wan.continuation``): an I2V-A14B / TI2V-5B run whose image is the parent clip's last
+  frame (conditioned as above); with ``color_reference`` the decoded frames go through
+  ``wan.continuation.match_colors(video, color_reference, color_match)`` before they are returned.
 
 Mixture of experts (A14B): the high-noise expert runs while the integer timestep ``t >= boundary *
 1000`` (875 T2V / 900 I2V), then the low-noise expert, each with its own guidance. Memory profiles
@@ -136,12 +139,15 @@ class LatentInputs:
     y:           I2V-A14B: ``[1, 4 + z, F_lat, h, w]`` (mask, image-video latent), else None.
     first_frame: TI2V+image: ``[1, z, 1, h, w]`` image latent re-imposed on frame 0, else None.
     mask:        TI2V+image: ``[1, 1, F_lat, h, w]``, 0 on latent frame 0 and 1 elsewhere, else None.
+    image:       with an image: the first frame as conditioned, after the task's size policy,
+                 float32 ``[3, H, W]`` in [-1, 1] on the CPU (what the VAE encoded as frame 0), else None.
     """
 
     latents: Tensor
     y: Tensor | None = None
     first_frame: Tensor | None = None
     mask: Tensor | None = None
+    image: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +190,7 @@ class RunRecord:
     def forwards_reused(self) -> int:
         """DiT forwards the step cache replaced by its cached residual."""
         return sum((f.cond == "reused") + (f.uncond == "reused") for f in self.forwards)
+    condition_image: Tensor | None = None               # LatentInputs.image: the conditioning first frame
 
 
 class WanVideoPipeline:
@@ -323,7 +330,32 @@ class WanVideoPipeline:
         latents = self.denoise(request, inputs, context, context_null, callback)
         if self.parallel is not None and not self.parallel.is_main:
             return None  # type: ignore[return-value]  # the VAE decodes on rank 0 only
-        return self.decode(latents, decode_callback)
+        video = self.decode(latents, decode_callback)
+        if request.color_reference is not None and request.color_match > 0.0:
+            from .continuation import match_colors
+
+            video = match_colors(video, request.color_reference, request.color_match)
+        return video
+
+    def continue_video(
+        self,
+        parent: Tensor | str | Path,
+        prompt: str = "",
+        *,
+        overlap: int | None = None,
+        color_match: float | None = None,
+        callback: Callback | None = None,
+        decode_callback: DecodeCallback | None = None,
+        **settings: Any,
+    ) -> Tensor:
+        """Continues ``parent`` (a ``(3, F, H, W)`` video in [-1, 1] or an mp4) from its last frame -> the
+        new clip ``(3, frame_num, H, W)``: ``wan.continuation.continue_request`` (the last frame as image,
+        the parent's size when this task accepts it, overlap 1, colour match 0.5 by default) then ``generate``.
+        """
+        from .continuation import continue_request
+
+        request = continue_request(self, parent, prompt, overlap=overlap, color_match=color_match, **settings)
+        return self.generate(request, callback=callback, decode_callback=decode_callback)
 
     def _parallel_request(self, request: GenerationRequest) -> GenerationRequest:
         """Rank 0's request on every rank; LoRAs are refused with a sharded DiT (they patch weights)."""
@@ -367,6 +399,7 @@ class WanVideoPipeline:
         if self.spec.moe:
             # I2V-A14B: bicubic stretch (CPU, official), then encode image + black frames as one video
             img = F.interpolate(img[None], size=(request.height, request.width), mode="bicubic")[0]
+            condition = img.clone()
             video = torch.zeros(1, 3, request.frame_num, request.height, request.width, dtype=torch.float32)
             video[0, :, 0] = img
             if request.last_image is not None:  # first-last frame: [first, black..., last]
@@ -378,14 +411,14 @@ class WanVideoPipeline:
             mask[:, :, 0] = 1.0  # the 4 sub-frames of latent frame 0 are the given image
             if request.last_image is not None:
                 mask[:, -1, -1] = 1.0  # pixel frame F - 1 is the last sub-frame of the last latent frame
-            return LatentInputs(latents=latents, y=torch.cat([mask, image_latent], dim=1))
+            return LatentInputs(latents=latents, y=torch.cat([mask, image_latent], dim=1), image=condition)
         # TI2V-5B: one-frame latent replaces latent frame 0
         with self.vae_shuttle.on_device():
             first = self.vae.encode(img[None, :, None].to(self.device)).float()  # [1, z, 1, h, w]
         mask = torch.ones(1, 1, f_lat, h_lat, w_lat, device=self.device)
         mask[:, :, 0] = 0.0
         latents = (1.0 - mask) * first + mask * latents
-        return LatentInputs(latents=latents, first_frame=first, mask=mask)
+        return LatentInputs(latents=latents, first_frame=first, mask=mask, image=img.clone())
 
     def denoise(
         self,
@@ -480,6 +513,7 @@ class WanVideoPipeline:
                 compile_graphs=compiler.graphs - graphs0 if compiler is not None else 0,
                 compile_seconds=compiler.seconds - compile_s0 if compiler is not None else 0.0,
                 forwards=tuple(StepForwards(**f) for f in forwards),
+                condition_image=inputs.image,
             )
         return latents
 

@@ -100,6 +100,11 @@ FIELD_HELP: Final[dict[str, str]] = {
     "attention": "attention backend: auto (default: flash_attn_3, flash_attn_2 or sdpa), sdpa, flash_attn_2, "
                  "flash_attn_3, sage (int8, opt-in); sage:F,L runs the first F and last L steps at full precision",
     "cache": "step cache: off (default), magcache, easycache (published settings), METHOD:THRESHOLD or JSON",
+    "parent": "continuation: name of the clip this one continues from its last frame (recorded; image tasks only)",
+    "overlap": "continuation: leading frames dropped when the clip is joined to its parent, 0 to frame_num-1 "
+               "(default 1 when continuing: the repeated hand-over frame)",
+    "color_match": "continuation: match the clip's colours to the parent's last frames in Lab, 0 (off) to 1 "
+                   "(default 0.5 when continuing)",
 }
 # Flat per-expert guidance names (forms, links, the API) -> expert.
 _FLAT_GUIDE: Final[dict[str, str]] = {"guide_scale_high": "high_noise", "guide_scale_low": "low_noise"}
@@ -160,6 +165,14 @@ class GenerationRequest:
     stretched to ``output_size`` (the size set by the first image) with PIL LANCZOS, no crop and
     aspect not kept, exactly as diffusers' ``WanImageToVideoPipeline`` preprocesses ``last_image``.
     ``cache`` is the step cache (``wan.stepcache.StepCache``: MagCache or EasyCache), None when off.
+
+    Continuation (see ``wan.continuation``): ``parent`` names the clip this one continues (its last
+    frame is ``image``; recorded, not read by the model; image tasks only), ``overlap`` the leading
+    frames dropped when the clip is joined to its parent (0 .. frame_num - 1; default 1 with a parent,
+    else 0; nonzero needs a parent), ``color_match`` (0..1) how far the decoded frames are moved to the
+    Lab statistics of ``color_reference`` (a float tensor ``(3, F', H', W')`` or ``(3, H, W)`` in
+    [-1, 1], the parent's last frames; never serialised nor compared; default 0.5 with a reference,
+    else 0; nonzero needs a reference). ``wan.continuation.continue_request`` fills all four.
     """
 
     task: str
@@ -183,6 +196,10 @@ class GenerationRequest:
     last_image: Any = field(default=None, compare=False)
     attention: str = "auto"
     cache: StepCache | None = None
+    parent: str | None = None
+    overlap: int = 0
+    color_match: float = 0.0
+    color_reference: Any = field(default=None, compare=False, repr=False)
 
     # -- derived
     @property
@@ -261,13 +278,17 @@ class GenerationRequest:
             "schedule": self.schedule,
             "attention": self.attention,
             "cache": None if self.cache is None else self.cache.to_json(),
+            "parent": self.parent,
+            "overlap": self.overlap,
+            "color_match": self.color_match,
         }
 
     def with_changes(self, **changes: Any) -> GenerationRequest:
         """A new request with ``changes`` applied, validated again (e.g. ``seed=7`` for a batch)."""
         names = ("prompt", "negative_prompt", "size", "frame_num", "fps", "sampling_steps", "shift", "guide_scale",
                  "sample_solver", "seed", "image", "any_size", "prompt_fields", "loras", "phases", "schedule",
-                 "last_image", "attention", "cache")  # fmt: skip
+                 "last_image", "attention", "cache", "parent", "overlap", "color_match",
+                 "color_reference")  # fmt: skip
         kwargs = {name: getattr(self, name) for name in names}
         kwargs.update(changes)
         return make_request(self.task, **kwargs)
@@ -366,11 +387,16 @@ def best_output_size(width: int, height: int, multiple_w: int, multiple_h: int, 
 
 def i2v_a14b_output_size(width: int, height: int, max_area: int, vae_stride: int, patch: int) -> tuple[int, int]:
     """I2V-A14B output ``(w, h)`` for a ``width x height`` image (official ``WanI2V`` arithmetic):
-    ``lat_h = round(sqrt(max_area * h/w) // stride // patch * patch)`` (same for ``lat_w`` with w/h),
-    then ``(lat_w * stride, lat_h * stride)``. The aspect ratio is kept up to that rounding."""
-    aspect = height / width
-    lat_h = round(math.sqrt(max_area * aspect) // vae_stride // patch * patch)
-    lat_w = round(math.sqrt(max_area / aspect) // vae_stride // patch * patch)
+    ``lat_h = floor(sqrt(max_area * h/w) / stride) // patch * patch`` (same for ``lat_w`` with w/h),
+    then ``(lat_w * stride, lat_h * stride)``. The aspect ratio is kept up to that rounding.
+
+    Computed exactly (integer square root: ``floor(sqrt(x)) == isqrt(floor(x))``). The official code
+    uses floats, which differ only where ``sqrt`` lands within rounding error of a multiple of the
+    stride: an 832x480 image at the 832*480 area gives sqrt(399360 * 480/832) = 479.99999999999994
+    there, so 832x464; here it keeps 832x480 (so a 480p clip continued from its last frame keeps its
+    size, and an image of an official size is not cropped by 16 rows)."""
+    lat_h = math.isqrt(max_area * height // width) // vae_stride // patch * patch
+    lat_w = math.isqrt(max_area * width // height) // vae_stride // patch * patch
     return int(lat_w * vae_stride), int(lat_h * vae_stride)
 
 
@@ -669,6 +695,57 @@ def _split_attention(value: str) -> tuple[str, tuple[int, int]]:
         return name, (0, 0)
     first, last = steps.split(",")
     return name, (int(first), int(last))
+_OVERLAP_LIMIT: Final = type(LIMITS.frame_num)(0, LIMITS.frame_num.hi - 1)
+_COLOR_MATCH_LIMIT: Final = type(LIMITS.frame_num)(0.0, 1.0)
+_MAX_PARENT_CHARS: Final[int] = 200
+
+
+def _check_parent(spec: ModelSpec, value: Any) -> str | None:
+    """``parent``: None, or the name of the continued clip (a result id or a file name; a path keeps
+    only its file name: settings never name server folders) on a task that takes an image."""
+    if value is None:
+        return None
+    if isinstance(value, Path):
+        value = value.name
+    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_PARENT_CHARS:
+        raise InputError("parent", f"must be the name of the continued clip (1 to {_MAX_PARENT_CHARS} characters); "
+                                   f"got {_short(value)}")
+    if spec.image_input == "none":
+        raise InputError("parent", f"{spec.task} is text-to-video only: continue with i2v-A14B or ti2v-5B")
+    return Path(value.strip().replace("\\", "/")).name or value.strip()
+
+
+def _check_continuation(
+    parent: str | None, frames: int, overlap: Any, color_match: Any, reference: Any
+) -> tuple[int, float, Any]:
+    """(overlap, color_match, color_reference) of a request; defaults: 1 / 0.5 when continuing, else 0."""
+    from .continuation import DEFAULT_COLOR_MATCH, DEFAULT_OVERLAP
+
+    if overlap is None:
+        overlap = min(DEFAULT_OVERLAP, frames - 1) if parent is not None else 0
+    overlap_v = _check_int("overlap", overlap, _OVERLAP_LIMIT)
+    if overlap_v and parent is None:
+        raise InputError("overlap", "applies to a continuation only (a clip with a parent); use 0")
+    if overlap_v > frames - 1:
+        raise InputError("overlap", f"must be below frame_num ({frames}): at most {frames - 1}; got {overlap_v}")
+    if reference is not None:
+        _check_reference(reference)
+    if color_match is None:
+        color_match = DEFAULT_COLOR_MATCH if reference is not None else 0.0
+    color_v = _check_float("color_match", color_match, _COLOR_MATCH_LIMIT, " (0 off, 1 the parent's colours)")
+    if color_v and reference is None:
+        raise InputError("color_match", "needs the parent's frames as color_reference (continue from a video); use 0")
+    return overlap_v, color_v, reference
+
+
+def _check_reference(value: Any) -> None:
+    """``color_reference``: a finite float tensor ``(3, F, H, W)`` or ``(3, H, W)``."""
+    import torch
+
+    ok = isinstance(value, torch.Tensor) and value.is_floating_point() and value.ndim in (3, 4) and value.shape[0] == 3
+    if not ok or value.numel() == 0 or not bool(torch.isfinite(value).all()):
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        raise InputError("color_reference", f"must be a finite float tensor (3, F, H, W) or (3, H, W) in [-1, 1]; got {shape}")
 
 
 def _check_schedule(value: Any) -> str:
@@ -727,6 +804,9 @@ _CHECKS: Final[dict[str, Any]] = {
     "last_image": lambda spec, v, p: _check_last_image(spec, v),
     "attention": lambda spec, v, p: _check_attention(v),
     "cache": lambda spec, v, p: parse_cache(spec.task, v),
+    "parent": lambda spec, v, p: _check_parent(spec, v),
+    "overlap": lambda spec, v, p: _check_int("overlap", v, _OVERLAP_LIMIT),
+    "color_match": lambda spec, v, p: _check_float("color_match", v, _COLOR_MATCH_LIMIT, " (0 off, 1 the parent's colours)"),
 }
 
 
@@ -778,6 +858,10 @@ def make_request(
     last_image: Any = None,
     attention: Any = None,
     cache: Any = None,
+    parent: Any = None,
+    overlap: Any = None,
+    color_match: Any = None,
+    color_reference: Any = None,
 ) -> GenerationRequest:
     """Validates typed settings for ``task`` and resolves defaults and the seed; raises ``InputError``.
 
@@ -789,6 +873,9 @@ def make_request(
     ``attention`` (default ``"auto"``) names the attention backend (``_check_attention``); whether it
     can run on the pipeline's device is checked by the pipeline.
     ``cache``: None/``"off"``, a preset name, text or a mapping (``wan.stepcache.parse_cache``).
+    ``parent``/``overlap``/``color_match``/``color_reference``: a continuation (see the class doc;
+    ``InputError`` on the field: a parent without image or on a text-only task, an overlap that is not
+    below ``frame_num`` or without parent, a colour match outside 0..1 or without reference).
     """
     try:
         spec = get_spec(task)
@@ -804,6 +891,10 @@ def make_request(
         _check_last_image(spec, last_image)  # task, then readable
         if image is None:
             raise InputError("last_image", "is the last frame of a first-last frame video: give image (the first frame) too")
+    parent_v = _check_parent(spec, parent)
+    if parent_v is not None and image is None:
+        raise InputError("parent", "a continuation starts from its parent's last frame: give it as image "
+                                   "(wan.continuation.continue_request does)")
     if image is not None and mode == "none":
         raise InputError("image", f"{spec.task} is text-to-video only and takes no image (use i2v-A14B or ti2v-5B)")
     if image is None and mode == "required":
@@ -835,6 +926,7 @@ def make_request(
     loras_v = _check_loras(spec, loras, policy)
     attention_v = _check_attention("auto" if attention is None else attention)
     cache_v = parse_cache(spec.task, cache)
+    overlap_v, color_v, reference_v = _check_continuation(parent_v, frames, overlap, color_match, color_reference)
     output = size_wh if image is None else image_output_size(spec, _image_size(image), size_wh)
     return GenerationRequest(
         task=spec.task,
@@ -858,6 +950,10 @@ def make_request(
         last_image=last_image,
         attention=attention_v,
         cache=cache_v,
+        parent=parent_v,
+        overlap=overlap_v,
+        color_match=color_v,
+        color_reference=reference_v,
     )
 
 
@@ -916,6 +1012,9 @@ _PARSERS: Final[dict[str, Any]] = {
     "schedule": lambda v: v,
     "attention": lambda v: v,
     "cache": lambda v: v,  # text, JSON text or a mapping: parse_cache reads every form (make_request, check_fields)
+    "parent": lambda v: None if v in (None, "") else v,
+    "overlap": lambda v: _text_number("overlap", v, integer=True),
+    "color_match": lambda v: _text_number("color_match", v, integer=False),
 }
 
 
@@ -1012,18 +1111,19 @@ def parse_values(task: str, values: Mapping[str, Any]) -> tuple[dict[str, Any], 
 
 def request_from_values(
     task: str, values: Mapping[str, Any], *, image: Any = None, last_image: Any = None,
-    policy: RequestPolicy | None = None,
+    policy: RequestPolicy | None = None, color_reference: Any = None,
 ) -> GenerationRequest:
     """``parse_values`` then ``make_request``; raises the first ``InputError`` (field named).
 
-    Images come as ``image``/``last_image`` objects, never from ``values`` (settings only name them)."""
+    Images come as ``image``/``last_image`` objects and the colour reference as ``color_reference``,
+    never from ``values`` (settings only name them)."""
     kwargs, errors = parse_values(task, values)
     if errors:
         raise errors[0]
     kwargs.setdefault("prompt", "")
     if "any_size" in kwargs and policy is not None:
         kwargs.pop("any_size")
-    return make_request(task, image=image, last_image=last_image, policy=policy, **kwargs)
+    return make_request(task, image=image, last_image=last_image, policy=policy, color_reference=color_reference, **kwargs)
 
 
 def flat_values(task: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:

@@ -507,3 +507,237 @@ def make_list_loras(library: Any) -> Callable[..., list[str]]:
         return library.compatible(task)
 
     return list_loras
+
+
+# ------------------------------------------------------------------------------ timelines
+# The endpoints that run a generation (app.py adds them to the per-session job cap).
+TIMELINE_API_RUNS = ("continue_clip",)
+
+
+class TimelineApi:
+    """The continue/timeline API and MCP tools: continue a clip from its last frame (``Studio.continue_request``,
+    run like a generate endpoint), export a timeline as one mp4, read, create and extend timelines.
+
+    Through the API a caller has no browser owner: it may change only timelines made through the API
+    (owner none); reading and exporting work on any timeline (a timeline's permalink is public too).
+    """
+
+    def __init__(self, runner: GenerateRunner, timelines: Any, options: AppOptions) -> None:
+        self.runner = runner
+        self.studio = runner.studio
+        self.timelines = timelines
+        self.options = options
+
+    # ------------------------------------------------------------------------------ helpers
+    def _timeline(self, timeline_id: Any, owner: str | None = None, *, change: bool = False) -> Any:
+        """The timeline, or a ``gr.Error`` saying why not (malformed id, unknown, another owner's)."""
+        from playground.history import InvalidIdError, NotOwnerError, UnknownIdError
+
+        try:
+            tl = self.timelines.get(str(timeline_id or "").strip())
+            if change and tl.owner != owner:
+                raise NotOwnerError(f"Timeline {tl.id} was made in a browser, so it cannot be changed through the API.")
+            return tl
+        except (InvalidIdError, UnknownIdError, NotOwnerError) as e:
+            raise user_error(toast(str(e)), title="Unknown timeline" if isinstance(e, UnknownIdError) else "Invalid input") from None
+
+    def _info(self, tl: Any, request: gr.Request | None) -> dict[str, Any]:
+        from playground.timeline import UnknownClipError
+
+        clips = []
+        for c in tl.clips:
+            try:
+                entry = self.runner.store.get(c.result_id)
+            except KeyError:
+                clips.append({"result_id": c.result_id, "overlap": c.overlap, "missing": True})
+                continue
+            video = entry.settings.get("video") or {}
+            clips.append({"result_id": c.result_id, "overlap": c.overlap, "task": entry.task, "prompt": entry.prompt,
+                          "seed": entry.settings.get("seed"), "frames": video.get("frames"), "fps": video.get("fps"),
+                          "parent": entry.settings.get("parent"), "permalink": permalink(app_url(request), entry.id)})
+        try:
+            frames = self.timelines.frame_count(tl) if tl.clips else 0
+        except UnknownClipError:
+            frames = None
+        base = permalink(app_url(request), tl.id).replace("?gen=", "?timeline=")
+        return {"id": tl.id, "title": tl.title, "created": tl.created, "updated": tl.updated, "clips": clips,
+                "frames": frames, "permalink": base}
+
+    # ------------------------------------------------------------------------------ endpoints
+    async def continue_clip(self, result_id: str, prompt: str = "", overlap: float = 1, color_match: float = 0.5,
+                            seed: float = -1, randomize_seed: bool = True, task: str = "",
+                            frame_num: float | None = None, sampling_steps: float | None = None,
+                            timeline_id: str = "", video: str | None = None, request: gr.Request = None,  # type: ignore[assignment]
+                            progress: gr.Progress = gr.Progress(), owner: str | None = None):
+        """Continue a video from its last frame (image-to-video: the clip's last frame is the new clip's first frame); the new clip is colour-matched to it and records it as its parent.
+
+        Args:
+            result_id: the id of a result of this server to continue (e.g. 20260101-120000-a1b2c3, from a generate tool's status or permalink); leave empty when you upload video.
+            prompt: what happens next; default: the parent's prompt.
+            overlap: leading frames of the new clip dropped when clips are joined (1 = the repeated hand-over frame), 0 to frames - 1. Default 1.
+            color_match: 0 (off) to 1: how far the new clip's colours (Lab mean and spread) are moved to the parent's last frames, against colour drift along a chain. Default 0.5.
+            seed: random seed, 0 to {max_seed} (-1: random); used only when randomize_seed is false.
+            randomize_seed: pick a random seed (the seed used is returned). Default true.
+            task: "i2v-A14B" or "ti2v-5B"; default: the parent's model (i2v-A14B for a text-to-video parent or an upload made elsewhere).
+            frame_num: number of frames, 4n+1; default: the parent's.
+            sampling_steps: denoising steps; default: the parent's.
+            timeline_id: optional: a timeline made through the API (create_timeline) to append the new clip to.
+            video: an mp4 to continue instead of result_id (at most {max_upload}).
+
+        Returns:
+            the new clip (mp4)
+            the seed actually used
+            a status line with the time taken and the result id
+            the new clip's permalink (?gen=<id>)
+            the new clip's result id (pass it as result_id to continue again, or to timeline_add)
+        """
+        from playground.history import InvalidIdError, UnknownIdError
+
+        lang = request_lang(request)
+        parent = (video or "").strip() if isinstance(video, str) else ""
+        rid = (result_id or "").strip() if isinstance(result_id, str) else result_id
+        if parent and rid:
+            raise user_error("Give either result_id or video, not both.", title="Invalid input")
+        values: dict[str, Any] = {"prompt": prompt, "overlap": overlap, "color_match": color_match,
+                                  "frame_num": frame_num, "sampling_steps": sampling_steps}
+        values["seed"] = -1 if randomize_seed or seed in (None, "") else seed
+        tl = self._timeline(timeline_id, owner, change=True) if str(timeline_id or "").strip() else None
+        try:
+            req = await asyncio.to_thread(self.studio.continue_request, parent or rid, values,
+                                          task=(task or "").strip() or None)
+        except InputError as e:
+            log.info("invalid continuation: %s", e)
+            raise input_error(e) from None
+        except (InvalidIdError, UnknownIdError) as e:
+            raise user_error(toast(str(e)), title="Unknown result") from None
+        track = _Progress(progress, lang)
+        track.status("run.queued")
+        with self.runner.cancels.register(session_of(request), req.task) as cancel:
+            try:
+                entry = await self.runner._generate(req, track, cancel, owner)
+            except RunCancelled:
+                raise user_error("Generation cancelled.", title="Cancelled") from None
+        if parent and self.options.upload_root:
+            discard_upload(parent, self.options.upload_root)
+        if tl is not None:
+            try:
+                self.timelines.append(tl.id, entry.id, owner=owner)
+            except Exception as e:  # the clip is stored either way; say why it was not placed
+                log.info("continuation %s not added to timeline %s: %s", entry.id, tl.id, e)
+                raise user_error(toast(f"The clip {entry.id} was made but not added to timeline {tl.id}: {e}"),
+                                 title="Not added") from None
+        return (str(entry.video), req.seed, self.runner.done_text(entry, lang), permalink(app_url(request), entry.id),
+                entry.id)
+
+    async def export_timeline(self, timeline_id: str, request: gr.Request = None):  # type: ignore[assignment]
+        """Export a timeline as one mp4: its clips in order, each clip's overlap frames dropped, at the clips' common fps; the metadata lists the settings of every clip.
+
+        Args:
+            timeline_id: the timeline's id (from create_timeline, or the ?timeline=<id> link).
+
+        Returns:
+            the mp4
+            a status line: clips and frames
+        """
+        from playground.timeline import ClipMismatchError, EmptyTimelineError, UnknownClipError
+
+        tl = self._timeline(timeline_id)
+        try:
+            path = await asyncio.to_thread(self.timelines.export, tl.id)
+        except EmptyTimelineError as e:
+            raise user_error(toast(str(e)), title="Empty timeline") from None
+        except (UnknownClipError, ClipMismatchError, InputError) as e:
+            raise user_error(toast(str(e)), title="Cannot export") from None
+        frames = self.timelines.frame_count(tl)
+        log.info("timeline %s exported through the API (%d clips, %d frames)", tl.id, len(tl.clips), frames)
+        return str(path), f"{len(tl.clips)} clips, {frames} frames"
+
+    def timeline_info(self, timeline_id: str, request: gr.Request = None) -> dict[str, Any]:  # type: ignore[assignment]
+        """A timeline's clips in order (result id, overlap, task, prompt, seed, frames, fps, parent, permalink) and the frame count of its export.
+
+        Args:
+            timeline_id: the timeline's id.
+
+        Returns:
+            the timeline as JSON
+        """
+        return self._info(self._timeline(timeline_id), request)
+
+    def create_timeline(self, result_ids: str = "", title: str = "", request: gr.Request = None,  # type: ignore[assignment]
+                        owner: str | None = None) -> dict[str, Any]:
+        """Create a timeline (an ordered list of clips that exports as one video) from results of this server.
+
+        Args:
+            result_ids: the clips' result ids in order, separated by commas or spaces; may be empty.
+            title: an optional name.
+
+        Returns:
+            the timeline as JSON (its id, clips, frames, permalink)
+        """
+        from playground.history import InvalidIdError, UnknownIdError
+
+        ids = [x for x in str(result_ids or "").replace(",", " ").split() if x]
+        try:
+            tl = self.timelines.create(owner, ids, title=str(title or ""))
+        except (InvalidIdError, UnknownIdError) as e:
+            raise user_error(toast(str(e)), title="Unknown result") from None
+        except InputError as e:
+            raise input_error(e) from None
+        return self._info(tl, request)
+
+    def timeline_add(self, timeline_id: str, result_id: str, overlap: float = -1, request: gr.Request = None,  # type: ignore[assignment]
+                     owner: str | None = None) -> dict[str, Any]:
+        """Append a result of this server to a timeline made through the API.
+
+        Args:
+            timeline_id: the timeline's id.
+            result_id: the result to add at the end.
+            overlap: its leading frames dropped on export; -1: the overlap recorded with the clip (a continuation's), else 0. Default -1.
+
+        Returns:
+            the timeline as JSON
+        """
+        from playground.history import InvalidIdError, UnknownIdError
+
+        tl = self._timeline(timeline_id, owner, change=True)
+        try:
+            over = None if overlap in (None, "", -1) else int(overlap) if float(overlap) == int(overlap) else overlap
+            tl = self.timelines.append(tl.id, str(result_id or "").strip(), overlap=over, owner=owner)
+        except (InvalidIdError, UnknownIdError) as e:
+            raise user_error(toast(str(e)), title="Unknown result") from None
+        except InputError as e:
+            raise input_error(e) from None
+        except (TypeError, ValueError):
+            raise user_error(f"overlap: must be a whole number; got {overlap!r}", title="Invalid input") from None
+        return self._info(tl, request)
+
+
+def register_timeline_api(runner: GenerateRunner, timelines: Any, options: AppOptions) -> TimelineApi:
+    """Adds the timeline endpoints (hidden components + events) to the Blocks being built; returns the API object."""
+    from .common import MAX_UPLOAD
+
+    api = TimelineApi(runner, timelines, options)
+    document(api.continue_clip.__func__, max_seed=MAX_SEED, max_upload=MAX_UPLOAD.upper())  # type: ignore[attr-defined]
+    with gr.Column(visible=False, elem_id="timeline-api"):
+        # inputs: an initial value makes the API/MCP parameter optional with that default (as the docstrings say)
+        rid, prompt, task, tid = gr.Textbox(""), gr.Textbox(""), gr.Textbox(""), gr.Textbox("")
+        overlap, color, seed = gr.Number(1, precision=0), gr.Number(0.5), gr.Number(-1, precision=0)
+        frames, steps = gr.Number(None, precision=0), gr.Number(None, precision=0)
+        randomize = gr.Checkbox(value=True)
+        video = gr.File(file_types=[".mp4"], type="filepath")
+        timeline_id, result_id = gr.Textbox(), gr.Textbox()  # required by the timeline endpoints
+        add_overlap, ids, title = gr.Number(-1, precision=0), gr.Textbox(""), gr.Textbox("")
+        out_video, out_file, out_seed = gr.Video(), gr.File(), gr.Number()
+        out_status, out_link, out_id = gr.Textbox(), gr.Textbox(), gr.Textbox()
+        info = gr.JSON()
+        buttons = [gr.Button() for _ in range(5)]
+    buttons[0].click(api.continue_clip, inputs=[rid, prompt, overlap, color, seed, randomize, task, frames, steps, tid,
+                                               video], outputs=[out_video, out_seed, out_status, out_link, out_id],
+                     api_name="continue_clip", concurrency_id="gpu", concurrency_limit=1)
+    buttons[1].click(api.export_timeline, inputs=[timeline_id], outputs=[out_file, out_status],
+                     api_name="export_timeline", concurrency_id="export", concurrency_limit=1)
+    buttons[2].click(api.timeline_info, inputs=[timeline_id], outputs=[info], api_name="timeline_info", queue=False)
+    buttons[3].click(api.create_timeline, inputs=[ids, title], outputs=[info], api_name="create_timeline", queue=False)
+    buttons[4].click(api.timeline_add, inputs=[timeline_id, result_id, add_overlap], outputs=[info],
+                     api_name="timeline_add", queue=False)
+    return api

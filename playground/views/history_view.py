@@ -103,6 +103,9 @@ class HistoryView:
                                            elem_id="history-link")
                 with gr.Row():
                     self.open_btn = gr.Button(t("history.open"), variant="primary")
+                    # the Timeline tab wires it: the result joins the open timeline (or starts one), to extend it
+                    self.timeline_btn = gr.Button(t("history.add_to_timeline"), variant="secondary",
+                                                  elem_id="history-to-timeline")
                     self.download_settings = gr.DownloadButton(t("history.download_settings"), value=None,
                                                                variant="secondary", elem_id="history-download")
                 self.sel_settings = gr.JSON(label=t("history.settings"), elem_id="history-settings")

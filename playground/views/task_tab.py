@@ -138,6 +138,41 @@ def summary(settings: Mapping[str, Any]) -> str:
     return f"{md(line)}\n\n{code(settings.get('id', ''))}"
 
 
+def has_last_frame(spec: ModelSpec) -> bool:
+    """Whether the task takes a last frame (first-last frame video): I2V-A14B, the MoE image-to-video model."""
+    return bool(spec.moe and spec.image_input == "required")
+
+
+def last_image_error(e: InputError, lang: str) -> str:
+    """A last-frame problem under the form's name for it (``with_last_image`` names every one ``last_image``)."""
+    return f"{tr('field.last_image', lang)}: {e.message}" if e.field == "last_image" else error_text(e, lang)
+
+
+def with_last_image(reqs: list[Any], last_image: str | None) -> list[Any]:
+    """The requests of a run with the last frame set (validated again: ``InputError`` on ``last_image``).
+
+    The runner builds requests from the form's values; the last frame is a file, like the first image,
+    and joins here (``GenerationRequest.with_changes``)."""
+    if not last_image:
+        return reqs
+    try:
+        check_image(last_image)
+    except InputError as e:
+        raise InputError("last_image", e.message) from None
+    return [r.with_changes(last_image=last_image) for r in reqs]
+
+
+def keep_last_image(store: HistoryStore, entry: HistoryEntry, last_image: str) -> None:
+    """Store the last frame next to the result (``<id>.last.png``), so a restore brings it back."""
+    from PIL import Image
+
+    try:
+        with Image.open(last_image) as im:
+            store.save_last_image(entry.id, im)
+    except OSError as e:  # the result is stored; only its last frame could not be kept
+        log.warning("result %s: last frame not kept: %s", entry.id, e)
+
+
 class TaskView:
     """The components of one task tab, addressed by name (never by position), and its handlers."""
 
@@ -153,6 +188,7 @@ class TaskView:
         self.form: dict[str, Any] = {}      # request fields: prompt, size, seed, ...
         self.assist: dict[str, Any] = {}    # prompt-assistant fields
         self.image: CheckedImage | None = None
+        self.last_image: CheckedImage | None = None  # I2V-A14B: the last frame of a first-last frame video
         self.extenders: dict[str, Any] = {}  # prompt enhancers by kind, the default first (set by the app)
         # the server's LoRA folder (the app sets one shared library; this default serves a lone view)
         lora_root = options.lora_dir or (engine.demo_root / "loras" if engine.demo else Path("loras"))
@@ -189,10 +225,16 @@ class TaskView:
 
     def _build_inputs(self) -> None:
         if self.ui.image_allowed:
-            self.image = CheckedImage(
-                type="filepath", label=t("field.image" if self.ui.image_required else "field.image_optional"),
-                sources=["upload", "clipboard"], height=240, elem_classes=["input-image"],
-            )
+            with gr.Row(equal_height=True, elem_classes=["image-row"]):
+                self.image = CheckedImage(
+                    type="filepath", label=t("field.image" if self.ui.image_required else "field.image_optional"),
+                    sources=["upload", "clipboard"], height=240, elem_classes=["input-image"],
+                )
+                if has_last_frame(self.spec):  # first-last frame: the video ends on this image
+                    self.last_image = CheckedImage(
+                        type="filepath", label=t("field.last_image"), sources=["upload", "clipboard"], height=240,
+                        elem_classes=["last-image"],
+                    )
             # why an upload was refused, right under the image (the bad image is cleared)
             self.image_note = gr.Markdown(visible=False, elem_classes=["image-note"])
         self.form["prompt"] = gr.Textbox(
@@ -378,7 +420,7 @@ class TaskView:
         comps = [*self.form.values(), *self.assist.values(), self.assist_mode, self.assist_lang, self.preview,
                  self.prompt_fields, self.video, self.used_seed, self.status, self.link, self.batch_gallery,
                  self.batch_ids, *self.lora_panel.restorable()]
-        return comps + ([self.image] if self.image is not None else [])
+        return comps + [c for c in (self.image, self.last_image) if c is not None]
 
     # ---------------------------------------------------------------------------- wiring
     def wire(self, demo: gr.Blocks, endpoint: Endpoint, *, owner: Any, extender: Any,
@@ -402,7 +444,9 @@ class TaskView:
             concurrency_id="gpu", concurrency_limit=1, show_progress_on=[self.status],
         )
         on_result(api_event)
-        self._wire_generate({**gen_inputs, **self.lora_panel.inputs()}, on_result)
+        # the last frame is the tab's own (the documented generate_i2v endpoint keeps its signature)
+        last = {"last_image": self.last_image} if self.last_image is not None else {}
+        self._wire_generate({**gen_inputs, **last, **self.lora_panel.inputs()}, on_result)
         if self.image is not None:
             # preprocess=False: the handler sees a bad file and says why, instead of failing in preprocessing
             self.image.upload(self.check_upload, inputs=self.image,
@@ -411,6 +455,10 @@ class TaskView:
             gr.on([self.image.change, self.form["size"].change], self.output_size_note,
                   inputs=[self.form["size"], self.image], outputs=self.size_note, queue=False, preprocess=False,
                   show_progress="hidden", api_visibility="private")
+        if self.last_image is not None:
+            self.last_image.upload(self.check_last_upload, inputs=self.last_image,
+                                   outputs=[self.last_image, self.image_note], queue=False, preprocess=False,
+                                   show_progress="hidden", api_visibility="private")
         self.batch_gallery.select(self.pick_batch_result, inputs=self.batch_ids, outputs=result_outputs,
                                   queue=False, show_progress="hidden", api_visibility="private")
         self._wire_assistant()
@@ -436,7 +484,7 @@ class TaskView:
             queue=False, show_progress="hidden", api_visibility="private",
         )
         outputs = [self.video, self.used_seed, self.status, self.link, self.batch_gallery, self.batch_ids]
-        outputs += [self.image] if self.image is not None else []
+        outputs += [c for c in (self.image, self.last_image) if c is not None]
         # the gate runs in the browser: no request, so no HTTP error in the network log for a refused run
         run = check.then(None, inputs=self.verdict, js=_GATE_JS, show_progress="hidden").success(
             self.run_ui, inputs_kwargs={**gen_inputs, "batch": self.batch_count}, outputs=outputs,
@@ -485,12 +533,18 @@ class TaskView:
     # --------------------------------------------------------------------------- handlers
     # generate flow ------------------------------------------------------------------------
     def check(self, request: gr.Request, image: Any = None, prompt_fields: dict[str, Any] | None = None,
-              **values: Any) -> tuple[Any, bool, Any]:
+              last_image: Any = None, **values: Any) -> tuple[Any, bool, Any]:
         """Before queueing: the status (why not, in the user's language where the text is ours), the
         verdict, and Cancel armed when the run goes ahead. The shown result is left as it is."""
         lang = request_lang(request)
         values = self.lora_panel.take(values)
         problem = self.runner.check(self.task, values, lang=lang, image=image, prompt_fields=prompt_fields)
+        if problem is None and last_image:
+            try:
+                with_last_image(self.runner.batch_requests(self.task, values, 1, image=image,
+                                                           prompt_fields=prompt_fields), last_image)
+            except InputError as e:
+                problem = last_image_error(e, lang)
         if problem is not None:
             log.info("not started (%s): %s", self.task, problem)
             return f"⚠ {md(tr('gen.not_started', lang, message=problem))}", False, gr.Button(interactive=False)
@@ -502,7 +556,8 @@ class TaskView:
 
     async def run_ui(self, request: gr.Request, progress: gr.Progress = gr.Progress(), *, batch: Any = 1,
                      image: str | None = None, prompt_fields: dict[str, Any] | None = None,
-                     owner: str | None = None, **values: Any) -> AsyncIterator[dict[Any, Any]]:
+                     owner: str | None = None, last_image: str | None = None,
+                     **values: Any) -> AsyncIterator[dict[Any, Any]]:
         """The tab's run: ``batch`` results in a row (seed, seed+1, ... or random each), each stored with
         its own permalink; the player shows the newest, the batch gallery all. Cancel or a failure ends it
         with a status line; results already made stay."""
@@ -513,14 +568,18 @@ class TaskView:
         except (TypeError, ValueError):
             count = 1
         try:
-            reqs = self.runner.batch_requests(self.task, values, count, image=image, prompt_fields=prompt_fields)
+            reqs = with_last_image(self.runner.batch_requests(self.task, values, count, image=image,
+                                                              prompt_fields=prompt_fields), last_image)
         except InputError as e:
-            yield {self.status: f"⚠ {md(tr('gen.not_started', lang, message=error_text(e, lang)))}"}
+            message = last_image_error(e, lang)
+            yield {self.status: f"⚠ {md(tr('gen.not_started', lang, message=message))}"}
             return
         entries: list[HistoryEntry] = []
         try:
             async for entry in self.runner.run_batch(reqs, request=request, progress=progress, image=image,
                                                      owner=owner):
+                if last_image:
+                    keep_last_image(self.store, entry, last_image)
                 entries.append(entry)
                 log.info("result %s (%s, %d/%d)", entry.id, self.task, len(entries), count)
                 yield self._result_updates(entries, count, request, lang, first=len(entries) == 1)
@@ -529,6 +588,9 @@ class TaskView:
             yield {self.status: md(text)}
         except gr.Error as e:  # a failure (messages are escaped for toasts): say it where the progress was
             yield {self.status: f"⚠ {md(html.unescape(str(e.message)))}"}
+        finally:
+            if last_image and self.options.upload_root:
+                discard_upload(last_image, self.options.upload_root)  # the store keeps its own copy
 
     def _result_updates(self, entries: list[HistoryEntry], count: int, request: gr.Request, lang: str, *,
                         first: bool) -> dict[Any, Any]:
@@ -547,6 +609,9 @@ class TaskView:
         }
         if first and self.image is not None and entry.image is not None and entry.image.is_file():
             updates[self.image] = str(entry.image)  # the upload itself is deleted once used
+        if first and self.last_image is not None and entry.image is not None:
+            last = self.store.last_image_path(entry.id)
+            updates[self.last_image] = str(last) if last.is_file() else None
         return updates
 
     def pick_batch_result(self, ids: list[str], evt: gr.SelectData, request: gr.Request) -> Any:
@@ -587,6 +652,22 @@ class TaskView:
             except OSError:
                 continue
         return None
+
+    def check_last_upload(self, payload: Any, request: gr.Request) -> tuple[Any, Any]:
+        """The last frame answered at once: fine (nothing changes), or why it cannot be used (under the
+        images; the bad image is cleared)."""
+        lang = request_lang(request)
+        path = self._local_file(payload)
+        try:
+            if path is None:
+                raise InputError("last_image", "the upload was not received; upload it again")
+            check_image(path)
+        except InputError as e:
+            log.info("last frame refused (%s): %s", self.task, e)
+            if path is not None and self.options.upload_root:
+                discard_upload(path, self.options.upload_root)
+            return None, gr.Markdown(f"⚠ {md(tr('gen.last_image_bad', lang, message=e.message))}", visible=True)
+        return gr.skip(), gr.Markdown("", visible=False)
 
     def check_upload(self, payload: Any, request: gr.Request) -> tuple[Any, Any, Any]:
         """An upload answered at once: the size preset closest to the image, or why it cannot be used
@@ -762,6 +843,9 @@ class TaskView:
                 updates[self.assist_lang] = fields["lang"]
         if self.image is not None:
             updates[self.image] = str(entry.image) if entry is not None and entry.image else None
+        if self.last_image is not None:  # restored with the first image (a link never names a file)
+            last = self.store.last_image_path(entry.id) if entry is not None and entry.image else None
+            updates[self.last_image] = str(last) if last is not None and last.is_file() else None
         if video is not None:
             updates[self.video] = video
             updates[self.used_seed] = gr.Number(settings.get("seed"), visible=True)
