@@ -114,7 +114,7 @@ def _worker_main(rank: int, port: int, settings: WorkerSettings, jobs: Any, even
     if settings.device == "cuda":
         torch.cuda.set_device(rank)  # before the NCCL communicator exists
     dist.init_process_group(backend, rank=rank, world_size=settings.world, timeout=datetime.timedelta(hours=2))
-    pipe, task = None, None
+    pipe, loaded_as = None, None
     main = rank == 0
 
     def on_step(step: int, total: int, expert: str, latents: Any = None) -> bool:
@@ -130,8 +130,10 @@ def _worker_main(rank: int, port: int, settings: WorkerSettings, jobs: Any, even
         if job is None:
             break
         try:
-            if job["task"] != task:
-                pipe, task = None, None
+            load = job.get("load")  # the engine's memory setting (the app's Memory panel), else the flags
+            key = (job["task"], None if load is None else sorted(load.items()))
+            if key != loaded_as:
+                pipe, loaded_as = None, None
                 gc.collect()
                 from wan.pipeline import load_pipeline
 
@@ -139,10 +141,11 @@ def _worker_main(rank: int, port: int, settings: WorkerSettings, jobs: Any, even
                                           "t5_quantize": settings.quantize, "parallel": layout_for(job["task"], settings.world)}  # fmt: skip
                 if settings.offload is not None:
                     kwargs["offload"] = settings.offload
+                kwargs.update(load or {})
                 pipe = load_pipeline(job["task"], job["ckpt"], **kwargs)
-                task = job["task"]
+                loaded_as = key
             if main:
-                events.put(("loaded", task))
+                events.put(("loaded", job["task"]))
             video = pipe.generate(job["request"], callback=on_step if main else None,
                                   decode_callback=on_decode if main else None)  # fmt: skip
             if main:
@@ -229,6 +232,7 @@ class WorkerGroup:
         on_decode: Callable[[int, int], bool],
         on_loaded: Callable[[], None],
         cancel: threading.Event,
+        load: dict[str, Any] | None = None,
     ) -> Any:
         """Runs one job on every rank; returns rank 0's video. Raises ``GenerationCancelled``,
         ``InputError`` or ``WorkerGroupError`` (after restarting the group)."""
@@ -237,7 +241,7 @@ class WorkerGroup:
         elif self.dead():
             self.restart(f"ranks {self.dead()} exited while idle")
         self.cancel.clear()
-        job = {"task": request.task, "ckpt": str(ckpt), "request": request}
+        job = {"task": request.task, "ckpt": str(ckpt), "request": request, "load": load}
         for q in self.jobs:
             q.put(job)
         while True:
@@ -329,15 +333,18 @@ class GroupEngine(Engine):
             if on_status and self.group.task != req.task:
                 on_status("run.loading", task=req.task)
 
+            memory = self.memory  # the Memory panel's setting at the start of this job
+
             def loaded() -> None:
                 self._pipe_task = req.task
+                self._loaded_memory = memory
                 if on_status:
                     on_status("run.encoding")
 
             try:
                 video = self.group.run(req, ckpt, on_step=self._make_callback(on_step, cancel),
                                        on_decode=self._make_decode_callback(on_step, cancel), on_loaded=loaded,
-                                       cancel=cancel)  # fmt: skip
+                                       cancel=cancel, load=memory.load_kwargs())  # fmt: skip
             except WorkerGroupError:
                 self._pipe_task = None
                 raise

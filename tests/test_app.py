@@ -471,8 +471,8 @@ def test_api_type_errors_name_the_field(app_server):
     msg = app_error(c.predict, 123, "t2v-A14B", "en", False, api_name="/extend_prompt")
     assert "prompt: must be text" in msg, msg
     args = [generate_args("t2v-A14B")[k] for k in ("prompt",)] + ["", "128*96", 9, 16, float("nan")]
-    # json writes NaN as NaN; a raw positional call sends every parameter, the optional loras/preset too
-    body = json.dumps({"data": args + [12.0, "unipc", 4.0, 3.0, 1, False, None, None]})
+    # json writes NaN as NaN; a raw positional call sends every parameter, the optional attention/loras/preset/cache too
+    body = json.dumps({"data": args + [12.0, "unipc", 4.0, 3.0, 1, False, None, None, None, None]})
     stream = _call_raw(app_server, "generate_t2v", body)
     assert "event: error" in stream and "Steps: nan is not a finite number" in stream, stream
     time.sleep(0.5)
