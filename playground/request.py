@@ -58,6 +58,7 @@ FIELD_LABELS: dict[str, str] = {
     "sample_solver": "Solver",
     "seed": "Seed",
     "image": "Image",
+    "last_image": "Last frame",
     "video": "Video",
     "prompt_fields": "Prompt assistant",
     "loras": "LoRAs",
@@ -78,6 +79,8 @@ _FIELD_I18N: dict[str, str] = {
     "guide_scale": "field.guidance", "guide_scale_high": "field.guidance_high", "guide_scale_low": "field.guidance_low",
     "sample_solver": "field.solver", "seed": "field.seed", "image": "field.image", "attention": "field.attention",
 }  # fmt: skip
+# Request fields whose form label is translated but that have no translated hint: "label: message".
+_LABEL_I18N: dict[str, str] = {"last_image": "field.last_image"}
 
 
 def error_text(error: InputError, lang: str = "en") -> str:
@@ -86,6 +89,10 @@ def error_text(error: InputError, lang: str = "en") -> str:
     In Korean or Chinese the field's label is translated and a translated rule (from
     ``wan.configs.LIMITS``) comes first; the exact English detail follows in parentheses.
     """
+    if lang != "en" and error.field in _LABEL_I18N:
+        from .i18n import tr
+
+        return f"{tr(_LABEL_I18N[error.field], lang)}: {error.message}"
     if lang == "en" or error.field not in _FIELD_I18N:
         return f"{FIELD_LABELS.get(error.field, error.field)}: {error.message}"
     from .i18n import tr

@@ -158,21 +158,30 @@ class Studio:
         *,
         image: str | None = None,
         prompt_fields: Mapping[str, Any] | None = None,
+        last_image: str | None = None,
     ) -> GenerationRequest:
         """UI/API values -> a validated ``GenerationRequest``, or ``InputError`` naming the field.
 
         The one conversion: ``wan.request.request_from_values`` with this server's policy. The
-        uploaded image is checked (readable, size limits) before the request reads it.
+        uploaded images are checked (readable, size limits) before the request reads them; a problem
+        with ``last_image`` (I2V-A14B: the last frame of a first-last frame video) is an
+        ``InputError("last_image")`` (without ``image``, on another task, too few frames, unreadable).
         """
         if image and TASK_UI[task].image_allowed:
             check_image(image)
+        if last_image:
+            try:
+                check_image(last_image)
+            except InputError as e:
+                raise InputError("last_image", e.message) from None
         values = dict(values)
         for name in ("prompt", "negative_prompt"):
             text = values.get(name)
             values[name] = "" if text is None else text.strip() if isinstance(text, str) else text
         if prompt_fields:
             values["prompt_fields"] = prompt_fields
-        return request_from_values(task, values, image=image or None, policy=self.policy)
+        return request_from_values(task, values, image=image or None, last_image=last_image or None,
+                                   policy=self.policy)
 
     # ----------------------------------------------------------------------------- generate
     def generate(

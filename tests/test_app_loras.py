@@ -314,6 +314,8 @@ def test_generate_endpoints_keep_their_parameters_and_append_loras_preset():
     assert t2v[-3:] == ["loras", "preset", "cache"]
     for task, fn in (("i2v-A14B", _i2v(run)), ("ti2v-5B", _ti2v(run))):
         params = list(inspect.signature(fn).parameters)
+        if task == "i2v-A14B":  # first-last frame: appended after cache
+            assert params.pop() == "last_image"
         assert params[-4:] == ["image", "loras", "preset", "cache"]
         document(fn, **doc_values(task, get_spec(task), False, False))  # as the app documents it
         assert "loras:" in fn.__doc__ and "preset:" in fn.__doc__ and "cache:" in fn.__doc__

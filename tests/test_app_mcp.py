@@ -95,9 +95,15 @@ def test_tools_are_listed_with_docstring_descriptions(mcp_server):
 
     i2v = tools["generate_i2v"].inputSchema["properties"]
     assert "required" in i2v["image"]["description"] and "first frame" in i2v["image"]["description"]
+    # first-last frame: the optional last_image, documented (and only on I2V-A14B)
+    assert set(i2v) == set(props) | {"image", "last_image"}, sorted(i2v)
+    assert i2v["last_image"]["description"].startswith("optional last frame (PNG, JPEG or WebP, at most 25 MB)")
+    assert "first-last frame" in i2v["last_image"]["description"] and "needs image" in i2v["last_image"]["description"]
+    assert "last_image" not in (tools["generate_i2v"].inputSchema.get("required") or [])
     ti2v = tools["generate_ti2v"].inputSchema["properties"]
     assert "guide_scale" in ti2v and "guide_scale_high" not in ti2v
     assert ti2v["image"]["description"].startswith("optional first frame")
+    assert "last_image" not in ti2v
 
     get_result = tools["get_result"]
     assert get_result.description.startswith("Get a video this server generated earlier, by its id.")
@@ -186,3 +192,28 @@ def test_generate_tool_without_progress_token(mcp_server):
     gen_id = ID_RE.search(link.group(0)).group(1)
     assert f"{gen_id}.mp4" in text and "seed 5" in text, text
     assert settings_of(mcp_server, gen_id)["task"] == "ti2v-5B"
+
+
+def test_generate_i2v_tool_with_a_last_frame(mcp_server):
+    """First-last frame over MCP: image and last_image as base64 data URLs (what MCP clients send); the result
+    records the last frame and keeps it next to the video (<id>.last.png), like the I2V tab's."""
+    import base64
+    from pathlib import Path
+
+    samples = Path(__file__).resolve().parents[1] / "assets" / "samples"
+
+    def data_url(name: str) -> str:
+        return "data:image/png;base64," + base64.b64encode((samples / name).read_bytes()).decode("ascii")
+
+    async def body(session):
+        return await session.call_tool("generate_i2v", {"prompt": "the lake turns into a cat", "size": "64*64",
+                                                        "frame_num": 5, "sampling_steps": 2, "seed": 3,
+                                                        "randomize_seed": False, "image": data_url("sunset_lake.png"),
+                                                        "last_image": data_url("cat_portrait.png")})
+
+    (text,) = texts(mcp_session(mcp_server.url + MCP_PATH, body))
+    gen_id = ID_RE.search(re.search(r"\?gen=\d{8}-\d{6}-[0-9a-f]{6}", text).group(0)).group(1)
+    s = settings_of(mcp_server, gen_id)
+    assert s["task"] == "i2v-A14B" and s["last_image"] and s["image_file"] == f"{gen_id}.input.png", s
+    assert (mcp_server.outputs / f"{gen_id}.last.png").is_file()
+    assert mp4_info(mcp_server.outputs / f"{gen_id}.mp4")["frames"] == 5

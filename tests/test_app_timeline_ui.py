@@ -45,31 +45,47 @@ def test_an_orphaned_last_frame_is_removed_on_start(tmp_path):
     assert not orphan.exists()
 
 
-def test_the_last_frame_joins_the_request_and_its_problems_are_named(tmp_path):
-    """The I2V tab's adapter: the form's requests get the last frame (validated again); what is wrong is named
-    "Last frame" in the user's language (the first image's own errors keep their name)."""
+def test_the_runner_takes_the_last_frame_and_names_its_problems(tmp_path):
+    """The shared runner (the I2V tab and generate_i2v): the requests get the last frame (checked like the first
+    image); what is wrong is named "Last frame" in the user's language (the first image's own errors keep their name)."""
     import pytest
 
-    from playground.views.task_tab import last_image_error, with_last_image
+    from playground.engine import Engine
+    from playground.studio import Studio
+    from playground.views.common import AppOptions
+    from playground.views.endpoints import GenerateRunner
+    from playground.request import error_text
     from wan.errors import InputError
-    from wan.request import make_request
 
     samples = Path(__file__).resolve().parents[1] / "assets" / "samples"
     first, last = str(samples / "sunset_lake.png"), str(samples / "cat_portrait.png")
-    reqs = [make_request("i2v-A14B", "a", image=first, size="128*96", frame_num=9, seed=s, any_size=True) for s in (1, 2)]
-    out = with_last_image(reqs, last)
-    assert [r.last_image for r in out] == [last, last] and [r.seed for r in out] == [1, 2]
-    assert with_last_image(reqs, None) is reqs
-    assert out[0].to_settings()["last_image"] == "cat_portrait.png"  # settings name the file, never a path
+    store = HistoryStore(tmp_path / "out")
+    runner = GenerateRunner(Studio(Engine(demo=True, demo_root=tmp_path / "demo"), store, any_size=True), store, None,
+                            AppOptions(demo=True))
+    values = {"prompt": "a", "size": "128*96", "frame_num": 9, "seed": 1, "randomize_seed": False}
+    reqs = runner.batch_requests("i2v-A14B", values, 2, image=first, last_image=last)
+    assert [r.last_image for r in reqs] == [last, last] and [r.seed for r in reqs] == [1, 2]
+    assert [r.last_image for r in runner.batch_requests("i2v-A14B", values, 1, image=first)] == [None]
+    assert reqs[0].to_settings()["last_image"] == "cat_portrait.png"  # settings name the file, never a path
+    assert runner.check("i2v-A14B", values, lang="en", image=first, last_image=last) is None
 
-    short = [make_request("i2v-A14B", "a", image=first, size="128*96", frame_num=1, any_size=True)]
+    short = {**values, "frame_num": 1}
     with pytest.raises(InputError) as e:
-        with_last_image(short, last)
-    assert last_image_error(e.value, "en").startswith("Last frame (optional): needs frame_num >= 5")
-    assert last_image_error(e.value, "zh").startswith("最后一帧（可选）")
+        runner.batch_requests("i2v-A14B", short, 1, image=first, last_image=last)
+    assert error_text(e.value, "en").startswith("Last frame: needs frame_num >= 5")
+    assert error_text(e.value, "zh").startswith("最后一帧（可选）: needs frame_num >= 5")
+    assert runner.check("i2v-A14B", short, lang="ko", image=first, last_image=last).startswith("마지막 프레임 (선택)")
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image")
     with pytest.raises(InputError) as e:
-        with_last_image(reqs, str(broken))
+        runner.batch_requests("i2v-A14B", values, 1, image=first, last_image=str(broken))
     assert e.value.field == "last_image" and "broken.png" in e.value.message
-    assert last_image_error(InputError("frame_num", "must be 4n+1"), "en").startswith("Frames")
+    assert runner.check("i2v-A14B", values, lang="en", image=first, last_image=str(broken)).startswith(
+        "Last frame: 'broken.png'")
+    with pytest.raises(InputError) as e:  # a last frame needs the first one
+        runner.batch_requests("i2v-A14B", values, 1, last_image=last)
+    assert e.value.field == "last_image" and "give image" in e.value.message
+    with pytest.raises(InputError) as e:  # only I2V-A14B has a last-frame path
+        runner.batch_requests("ti2v-5B", values, 1, image=first, last_image=last)
+    assert e.value.field == "last_image" and "i2v-A14B" in e.value.message
+    assert error_text(InputError("frame_num", "must be 4n+1"), "en").startswith("Frames")

@@ -5,7 +5,8 @@
   permalink reopens it, also after a server restart;
 * bad input gets a clear error where the user looks: a file that is not an image or a video in the box, a
   timeline link that names no timeline, the export of an empty timeline, an unknown result id;
-* I2V-A14B: a first and a last frame, the result's permalink restores both.
+* I2V-A14B: a first and a last frame (from the tab, and through generate_i2v's last_image), the result's
+  permalink restores both.
 
 Screenshots go to tests/artifacts/ (desktop 1280 wide and phone 390 wide).
 """
@@ -310,6 +311,28 @@ def test_i2v_last_frame_is_used_stored_and_restored_by_the_permalink(browser, se
     i2v2.locator(".input-image img").wait_for(timeout=30_000)
     i2v2.locator(".last-image img").wait_for(timeout=30_000)
     assert f"{gen_id}.last.png" in (i2v2.locator(".last-image img").get_attribute("src") or "")
+    ctx.close()
+
+
+def test_i2v_last_frame_from_the_api_is_restored_by_the_permalink(browser, server2):  # noqa: F811
+    """generate_i2v(..., last_image=) (gradio_client) runs the tab's runner: its permalink fills both image slots."""
+    from gradio_client import handle_file
+
+    from test_app import ID_RE, generate
+
+    last = ROOT / "assets" / "samples" / "cat_portrait.png"
+    _, _, _, link = generate(server2.client(), "i2v-A14B", prompt="the lake at dusk", last_image=handle_file(str(last)))
+    gen_id = ID_RE.search(link).group(1)
+    assert (server2.outputs / f"{gen_id}.last.png").is_file()
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1300}, locale="en-US")
+    page = ctx.new_page()
+    page.goto(link)
+    page.locator("#notice").wait_for(state="visible", timeout=60_000)
+    i2v = page.locator("#tab-i2v")
+    i2v.locator(".input-image img").wait_for(timeout=30_000)
+    i2v.locator(".last-image img").wait_for(timeout=30_000)
+    assert f"{gen_id}.last.png" in (i2v.locator(".last-image img").get_attribute("src") or "")
+    assert f"{gen_id}.input.png" in (i2v.locator(".input-image img").get_attribute("src") or "")
     ctx.close()
 
 

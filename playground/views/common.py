@@ -108,6 +108,7 @@ class CheckedImage(gr.Image):
     """
 
     is_template = True  # rendered by the frontend as a plain "image" component
+    field = "image"  # the request field its errors name (the I2V last frame sets "last_image")
 
     def preprocess(self, payload: Any) -> Any:
         path = getattr(payload, "path", None)
@@ -117,7 +118,7 @@ class CheckedImage(gr.Image):
             try:
                 check_image(path)
             except InputError as e:
-                raise input_error(e, "Invalid image") from None
+                raise input_error(InputError(self.field, e.message), "Invalid image") from None
         return super().preprocess(payload)
 
 

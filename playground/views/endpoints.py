@@ -187,6 +187,11 @@ class GenerateRunner:
     ``__call__`` is the API endpoints' body (one result; errors raise). The task tabs use ``check``
     (before queueing: a message instead of an error) and ``run_batch`` (one or several results in a
     row, each stored with its own id; a cancel ends the batch with a status, not an error).
+
+    All of them take the uploads as file paths: ``image`` (the first frame) and ``last_image`` (I2V-A14B:
+    the last frame of a first-last frame video, an ``InputError("last_image")`` when it cannot be used).
+    A result made with a last frame keeps it as ``<id>.last.png`` (``HistoryStore.save_last_image``), so
+    its permalink restores it; the uploads themselves are deleted once used.
     """
 
     def __init__(self, studio: Studio, store: HistoryStore, cancels: CancelRegistry, options: AppOptions) -> None:
@@ -197,7 +202,7 @@ class GenerateRunner:
 
     # ----------------------------------------------------------------------------- checks
     def check(self, task: str, values: Mapping[str, Any], *, lang: str, image: str | None = None,
-              prompt_fields: dict[str, Any] | None = None) -> str | None:
+              prompt_fields: dict[str, Any] | None = None, last_image: str | None = None) -> str | None:
         """What stops this request before it is queued (in ``lang`` where the message is ours), or None."""
         prompt = values.get("prompt")
         if TASK_UI[task].image_required and not image:
@@ -205,7 +210,7 @@ class GenerateRunner:
         if not image and (prompt is None or (isinstance(prompt, str) and not prompt.strip())):
             return tr("gen.prompt_empty", lang)
         try:
-            self.studio.build_request(task, values, image=image, prompt_fields=prompt_fields)
+            self.studio.build_request(task, values, image=image, prompt_fields=prompt_fields, last_image=last_image)
         except InputError as e:
             return error_text(e, lang)
         status = self.studio.engine.weights(task)
@@ -214,14 +219,15 @@ class GenerateRunner:
         return None
 
     def batch_requests(self, task: str, values: Mapping[str, Any], count: int, *, image: str | None = None,
-                       prompt_fields: dict[str, Any] | None = None) -> list[Any]:
+                       prompt_fields: dict[str, Any] | None = None, last_image: str | None = None) -> list[Any]:
         """``count`` requests: the seed, then seed+1, ... (wrapping past the largest seed); a random
         seed for each when ``randomize_seed`` is on. Raises ``InputError`` like ``build_request``."""
-        first = self.studio.build_request(task, values, image=image, prompt_fields=prompt_fields)
+        build = {"image": image, "prompt_fields": prompt_fields, "last_image": last_image}
+        first = self.studio.build_request(task, values, **build)
         reqs = [first]
         for i in range(1, count):
             if values.get("randomize_seed"):
-                reqs.append(self.studio.build_request(task, values, image=image, prompt_fields=prompt_fields))
+                reqs.append(self.studio.build_request(task, values, **build))
             else:
                 reqs.append(first.with_changes(seed=(first.seed + i) % (MAX_SEED + 1)))
         return reqs
@@ -239,11 +245,12 @@ class GenerateRunner:
     # ------------------------------------------------------------------------------ runs
     async def __call__(self, task: str, values: Mapping[str, Any], *, request: gr.Request, progress: gr.Progress,
                        image: str | None = None, prompt_fields: dict[str, Any] | None = None,
-                       owner: str | None = None) -> tuple[str, int, str, str]:
+                       owner: str | None = None, last_image: str | None = None) -> tuple[str, int, str, str]:
         lang = request_lang(request)
         try:
             values = await asyncio.to_thread(self.api_values, task, values)  # a preset may download its LoRAs
-            req = self.studio.build_request(task, values, image=image, prompt_fields=prompt_fields)
+            req = self.studio.build_request(task, values, image=image, prompt_fields=prompt_fields,
+                                            last_image=last_image)
         except InputError as e:
             log.info("invalid input for %s: %s", task, e)  # the user's mistake: one line, no traceback
             raise input_error(e) from None
@@ -254,14 +261,15 @@ class GenerateRunner:
                 entry = await self._generate(req, track, cancel, owner)
             except RunCancelled:
                 raise user_error("Generation cancelled.", title="Cancelled") from None
-        if image and self.options.upload_root:
-            discard_upload(image, self.options.upload_root)  # the store keeps its own copy of the image
+        self._discard_uploads(image, last_image)  # the store keeps its own copies
         return str(entry.video), req.seed, self.done_text(entry, lang), permalink(app_url(request), entry.id)
 
     async def run_batch(self, reqs: list[Any], *, request: gr.Request, progress: gr.Progress,
-                        image: str | None = None, owner: str | None = None) -> AsyncIterator[HistoryEntry]:
-        """Run ``reqs`` one after another under one Cancel; yields each stored entry. Raises
-        ``RunCancelled`` (with where it stopped) on Cancel, ``gr.Error`` on a failure."""
+                        image: str | None = None, owner: str | None = None,
+                        last_image: str | None = None) -> AsyncIterator[HistoryEntry]:
+        """Run ``reqs`` (from ``batch_requests``) one after another under one Cancel; yields each stored
+        entry. Raises ``RunCancelled`` (with where it stopped) on Cancel, ``gr.Error`` on a failure.
+        ``image``/``last_image``: the uploads the requests read, deleted at the end."""
         lang = request_lang(request)
         task = reqs[0].task
         try:
@@ -272,8 +280,28 @@ class GenerateRunner:
                         track.status("run.queued")
                     yield await self._generate(req, track, cancel, owner)
         finally:
-            if image and self.options.upload_root:
-                discard_upload(image, self.options.upload_root)
+            self._discard_uploads(image, last_image)
+
+    def _discard_uploads(self, *paths: str | None) -> None:
+        for path in paths:
+            if path and self.options.upload_root:
+                discard_upload(path, self.options.upload_root)
+
+    def _keep_last_image(self, entry: HistoryEntry, req: Any) -> None:
+        """A first-last frame result keeps its last frame next to it (``<id>.last.png``), so a restore brings it back."""
+        last = getattr(req, "last_image", None)
+        if last is None:
+            return
+        from PIL import Image
+
+        try:
+            if isinstance(last, Image.Image):
+                self.store.save_last_image(entry.id, last)
+            else:
+                with Image.open(last) as im:
+                    self.store.save_last_image(entry.id, im)
+        except (OSError, ValueError) as e:  # the result is stored; only its last frame could not be kept
+            log.warning("result %s: last frame not kept: %s", entry.id, e)
 
     @staticmethod
     def done_text(entry: HistoryEntry, lang: str) -> str:
@@ -288,8 +316,10 @@ class GenerateRunner:
 
     async def _generate(self, req: Any, track: _Progress, cancel: Any, owner: str | None) -> HistoryEntry:
         try:
-            return await asyncio.to_thread(self.studio.generate, req, on_step=track.step, on_status=track.status,
-                                           cancel=cancel, owner=owner)
+            entry = await asyncio.to_thread(self.studio.generate, req, on_step=track.step, on_status=track.status,
+                                            cancel=cancel, owner=owner)
+            await asyncio.to_thread(self._keep_last_image, entry, req)
+            return entry
         except asyncio.CancelledError:
             cancel.set()  # Cancel button, client disconnect or job.cancel(): stop at the next step
             raise
@@ -377,7 +407,8 @@ def _i2v(run: Run) -> Endpoint:
                            guide_scale_low: float, seed: int, randomize_seed: bool, request: gr.Request,
                            progress: gr.Progress = gr.Progress(), prompt_fields: dict[str, Any] | None = None,
                            owner: str | None = None, attention: str | None = None, image: str | None = None,
-                           loras: str | None = None, preset: str | None = None, cache: str | None = None):
+                           loras: str | None = None, preset: str | None = None, cache: str | None = None,
+                           last_image: str | None = None):
         """Generate a video with Wan 2.2 {task}: {title}.
 
         Args:
@@ -387,6 +418,7 @@ def _i2v(run: Run) -> Endpoint:
             {seed_args}
             image: the first frame (PNG, JPEG or WebP, at most 25 MB); required. The video keeps the image's aspect ratio at about the pixel area of size.
             {lora_args}
+            last_image: optional last frame (PNG, JPEG or WebP, at most 25 MB): the video ends on it (first-last frame); needs image.
 
         Returns:
             the mp4
@@ -395,7 +427,7 @@ def _i2v(run: Run) -> Endpoint:
             the result's permalink (?gen=<id>)
         """
         return await run("i2v-A14B", _form(locals()), request=request, progress=progress, image=image,
-                         prompt_fields=prompt_fields, owner=owner)
+                         prompt_fields=prompt_fields, owner=owner, last_image=last_image)
     return generate_i2v
 
 

@@ -143,36 +143,6 @@ def has_last_frame(spec: ModelSpec) -> bool:
     return bool(spec.moe and spec.image_input == "required")
 
 
-def last_image_error(e: InputError, lang: str) -> str:
-    """A last-frame problem under the form's name for it (``with_last_image`` names every one ``last_image``)."""
-    return f"{tr('field.last_image', lang)}: {e.message}" if e.field == "last_image" else error_text(e, lang)
-
-
-def with_last_image(reqs: list[Any], last_image: str | None) -> list[Any]:
-    """The requests of a run with the last frame set (validated again: ``InputError`` on ``last_image``).
-
-    The runner builds requests from the form's values; the last frame is a file, like the first image,
-    and joins here (``GenerationRequest.with_changes``)."""
-    if not last_image:
-        return reqs
-    try:
-        check_image(last_image)
-    except InputError as e:
-        raise InputError("last_image", e.message) from None
-    return [r.with_changes(last_image=last_image) for r in reqs]
-
-
-def keep_last_image(store: HistoryStore, entry: HistoryEntry, last_image: str) -> None:
-    """Store the last frame next to the result (``<id>.last.png``), so a restore brings it back."""
-    from PIL import Image
-
-    try:
-        with Image.open(last_image) as im:
-            store.save_last_image(entry.id, im)
-    except OSError as e:  # the result is stored; only its last frame could not be kept
-        log.warning("result %s: last frame not kept: %s", entry.id, e)
-
-
 class TaskView:
     """The components of one task tab, addressed by name (never by position), and its handlers."""
 
@@ -235,6 +205,7 @@ class TaskView:
                         type="filepath", label=t("field.last_image"), sources=["upload", "clipboard"], height=240,
                         elem_classes=["last-image"],
                     )
+                    self.last_image.field = "last_image"  # its upload errors name it (API: generate_i2v's last_image)
             # why an upload was refused, right under the image (the bad image is cleared)
             self.image_note = gr.Markdown(visible=False, elem_classes=["image-note"])
         self.form["prompt"] = gr.Textbox(
@@ -436,16 +407,16 @@ class TaskView:
         gen_inputs = {**self.form, "prompt_fields": self.prompt_fields, "owner": owner}
         if self.image is not None:
             gen_inputs["image"] = self.image
+        # I2V-A14B: the last frame (generate_i2v's last_image: its API position is the last, after preset)
+        last = {"last_image": self.last_image} if self.last_image is not None else {}
         result_outputs = [self.video, self.used_seed, self.status, self.link]
         # the API: one result per call, errors raise (the documented contract of generate_t2v/i2v/ti2v)
         api_event = self.api_trigger.click(
-            endpoint, inputs_kwargs={**gen_inputs, "loras": self.api_loras, "preset": self.api_preset},
+            endpoint, inputs_kwargs={**gen_inputs, "loras": self.api_loras, "preset": self.api_preset, **last},
             outputs=result_outputs, api_name=self.ui.api_name,
             concurrency_id="gpu", concurrency_limit=1, show_progress_on=[self.status],
         )
         on_result(api_event)
-        # the last frame is the tab's own (the documented generate_i2v endpoint keeps its signature)
-        last = {"last_image": self.last_image} if self.last_image is not None else {}
         self._wire_generate({**gen_inputs, **last, **self.lora_panel.inputs()}, on_result)
         if self.image is not None:
             # preprocess=False: the handler sees a bad file and says why, instead of failing in preprocessing
@@ -538,13 +509,8 @@ class TaskView:
         verdict, and Cancel armed when the run goes ahead. The shown result is left as it is."""
         lang = request_lang(request)
         values = self.lora_panel.take(values)
-        problem = self.runner.check(self.task, values, lang=lang, image=image, prompt_fields=prompt_fields)
-        if problem is None and last_image:
-            try:
-                with_last_image(self.runner.batch_requests(self.task, values, 1, image=image,
-                                                           prompt_fields=prompt_fields), last_image)
-            except InputError as e:
-                problem = last_image_error(e, lang)
+        problem = self.runner.check(self.task, values, lang=lang, image=image, prompt_fields=prompt_fields,
+                                    last_image=last_image)
         if problem is not None:
             log.info("not started (%s): %s", self.task, problem)
             return f"⚠ {md(tr('gen.not_started', lang, message=problem))}", False, gr.Button(interactive=False)
@@ -568,18 +534,15 @@ class TaskView:
         except (TypeError, ValueError):
             count = 1
         try:
-            reqs = with_last_image(self.runner.batch_requests(self.task, values, count, image=image,
-                                                              prompt_fields=prompt_fields), last_image)
+            reqs = self.runner.batch_requests(self.task, values, count, image=image, prompt_fields=prompt_fields,
+                                              last_image=last_image)
         except InputError as e:
-            message = last_image_error(e, lang)
-            yield {self.status: f"⚠ {md(tr('gen.not_started', lang, message=message))}"}
+            yield {self.status: f"⚠ {md(tr('gen.not_started', lang, message=error_text(e, lang)))}"}
             return
         entries: list[HistoryEntry] = []
         try:
             async for entry in self.runner.run_batch(reqs, request=request, progress=progress, image=image,
-                                                     owner=owner):
-                if last_image:
-                    keep_last_image(self.store, entry, last_image)
+                                                     owner=owner, last_image=last_image):
                 entries.append(entry)
                 log.info("result %s (%s, %d/%d)", entry.id, self.task, len(entries), count)
                 yield self._result_updates(entries, count, request, lang, first=len(entries) == 1)
@@ -588,9 +551,6 @@ class TaskView:
             yield {self.status: md(text)}
         except gr.Error as e:  # a failure (messages are escaped for toasts): say it where the progress was
             yield {self.status: f"⚠ {md(html.unescape(str(e.message)))}"}
-        finally:
-            if last_image and self.options.upload_root:
-                discard_upload(last_image, self.options.upload_root)  # the store keeps its own copy
 
     def _result_updates(self, entries: list[HistoryEntry], count: int, request: gr.Request, lang: str, *,
                         first: bool) -> dict[Any, Any]:

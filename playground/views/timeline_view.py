@@ -42,7 +42,7 @@ from .cancel import CancelRegistry
 from .common import MAX_SEED, AppOptions, app_url, request_lang, session_of, t, user_error
 from .endpoints import GenerateRunner, RunCancelled
 from .safe import code, md, toast
-from .task_tab import TaskView, with_last_image
+from .task_tab import TaskView
 
 __all__ = ["CONTINUE_TASKS", "RUN_API_NAMES", "TIMELINE_TAB", "TimelineView", "timeline_link"]
 
@@ -658,11 +658,9 @@ class TimelineView:
         if parent_id:  # its parent is not a result here: the stored first frame again, without colour matching
             values["color_match"] = 0
         image = str(entry.image) if entry.image is not None else None
-        req = self.studio.build_request(entry.task, values, image=image, prompt_fields=restored.prompt_fields)
-        last = self.store.last_image_path(entry.id)
-        if image and last.is_file():
-            req = with_last_image([req], str(last))[0]
-        return req
+        last = self.store.last_image_path(entry.id)  # a first-last frame clip: its last frame again
+        return self.studio.build_request(entry.task, values, image=image, prompt_fields=restored.prompt_fields,
+                                         last_image=str(last) if image and last.is_file() else None)
 
     def check_regenerate(self, request: gr.Request, tid: str = "", owner: str | None = None, task: str = "",
                          overlap: Any = 1, color_match: Any = 0.5, index: Any = None, prompt: str = "", seed: Any = -1,
