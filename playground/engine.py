@@ -223,6 +223,9 @@ class Engine:
         reloads) or ``"next"`` (the next generation reloads, or loads, with it)."""
         if not isinstance(setting, MemorySetting):
             raise TypeError(f"set_memory takes a MemorySetting; got {type(setting).__name__}")
+        if self.compile and setting.offload == "block":
+            raise ValueError("the block profile cannot run compiled (this server runs with --compile: its per-layer "
+                             "hooks would be traced into the graph); choose expert or none")
         if setting.loads_like(self.memory):
             return "unchanged"
         log.info("engine: memory setting %s -> %s (applies at the next load)", self.memory.as_dict(), setting.as_dict())

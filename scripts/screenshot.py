@@ -13,6 +13,7 @@ prompt, taps Generate and captures the screen the user then sees (the result und
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +37,24 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def demo_server() -> Iterator[str]:
+    """``app.py --demo`` on a free port with a throwaway outputs folder; yields its URL, stops it after."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "app.py"), "--demo", "--port", str(port), "--outputs", tmp],
+            cwd=ROOT, start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        try:
+            _wait(url, proc)
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
 
 
 def _wait(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
@@ -110,20 +130,8 @@ def main() -> None:
                     help="the phone screenshot (390x844); 'none' to skip")
     ap.add_argument("--locale", default="en-US")
     args = ap.parse_args()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/"
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py"), "--demo", "--port", str(port), "--outputs", tmp],
-            cwd=ROOT, start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-        try:
-            _wait(url, proc)
-            phone = None if str(args.phone_out) == "none" else args.phone_out
-            capture(url, args.out, args.locale, phone)
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+    with demo_server() as url:
+        capture(url, args.out, args.locale, None if str(args.phone_out) == "none" else args.phone_out)
     print(f"wrote {args.out}" + ("" if str(args.phone_out) == "none" else f" and {args.phone_out}"))
 
 

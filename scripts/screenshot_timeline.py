@@ -11,15 +11,11 @@ and captures the page (the demo's tiny random weights: the clips are noise).
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from screenshot import CHROMIUM_ARGS, ROOT, _free_port, _wait  # noqa: E402
+from screenshot import CHROMIUM_ARGS, ROOT, demo_server  # noqa: E402
 
 SAMPLE = ROOT / "assets" / "samples" / "sunset_lake.png"
 PROMPTS = ("a sailboat drifts across the lake at sunset", "the sun sinks behind the mountains",
@@ -75,19 +71,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "assets" / "screenshot-timeline.png")
     ap.add_argument("--locale", default="en-US")
     args = ap.parse_args()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/"
-    with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "app.py"), "--demo", "--port", str(port), "--outputs", tmp],
-            cwd=ROOT, start_new_session=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-        try:
-            _wait(url, proc)
-            capture(url, args.out, args.locale)
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+    with demo_server() as url:
+        capture(url, args.out, args.locale)
     print(f"wrote {args.out}")
 
 

@@ -64,6 +64,15 @@ def test_memory_setting_checks_its_values():
     assert not MemorySetting("block", 3).loads_like(MemorySetting("block", 2))
 
 
+def test_a_compiled_server_refuses_the_block_profile():
+    """--compile traces the DiT block; the block profile's per-layer hooks cannot be traced: refused at Apply."""
+    eng = Engine(demo=True, demo_root=ROOT / ".demo_ckpt", offload="none", compile="aot_eager")
+    with pytest.raises(ValueError, match="block profile cannot run compiled"):
+        eng.set_memory(MemorySetting("block", 2, None, None))
+    assert eng.memory.offload == "none"  # nothing changed
+    assert eng.set_memory(MemorySetting("expert", 2, None, None)) == "next"
+
+
 def test_a_change_during_a_job_applies_after_it(tmp_path):
     """The running job keeps the pipeline it loaded (and records that setting); the next job reloads
     with the new one; block and none give the same video."""

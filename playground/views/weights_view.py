@@ -210,9 +210,9 @@ class MemoryPanel:
                              title=tr("memory.section_plain", lang))
         try:
             setting = MemorySetting(profile, n, "fp8" if fp8 else None, bool(tiling))
+            outcome = self.engine.set_memory(setting)
         except ValueError as e:
             raise user_error(tr("memory.bad", lang, message=e), title=tr("memory.section_plain", lang)) from e
-        outcome = self.engine.set_memory(setting)
         return tr(f"memory.applied_{outcome}", lang, setting=describe_memory(setting, lang))
 
     def wire(self, demo: gr.Blocks) -> None:
