@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from .modules.model import DiTConfig
 
 __all__ = [
+    "DEFAULT_COLOR_MATCH",
+    "DEFAULT_OVERLAP",
     "LIMITS",
     "OFFICIAL_NEGATIVE_PROMPT",
     "SCHEDULES",
@@ -93,6 +95,11 @@ class Limits:
 
 
 LIMITS: Final[Limits] = Limits()
+
+# Continuation defaults (wan.continuation, checked by wan.request): drop the duplicated hand-over frame;
+# half-way colour matching corrects most drift and keeps a deliberate change of light.
+DEFAULT_OVERLAP: Final[int] = 1
+DEFAULT_COLOR_MATCH: Final[float] = 0.5
 
 _T5_FILE: Final[str] = "models_t5_umt5-xxl-enc-bf16.pth"
 _TOKENIZER_DIR: Final[str] = "google/umt5-xxl"

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 import torch
 from torch import Tensor
 
+from .configs import DEFAULT_COLOR_MATCH, DEFAULT_OVERLAP
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -66,8 +67,6 @@ __all__ = [
     "stitch",
 ]
 
-DEFAULT_OVERLAP: Final[int] = 1          # drop the duplicated hand-over frame
-DEFAULT_COLOR_MATCH: Final[float] = 0.5  # half-way: corrects most drift, keeps a deliberate change of light
 COLOR_REFERENCE_FRAMES: Final[int] = 4   # the parent's last frames whose statistics the new clip is matched to
 _CHUNK: Final[int] = 8                   # frames converted at once (bounds the float64 work memory)
 _FLAT_STD: Final[float] = 1e-6

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from .configs import LIMITS, SCHEDULES, SOLVERS, get_spec
+from .configs import DEFAULT_COLOR_MATCH, DEFAULT_OVERLAP, LIMITS, SCHEDULES, SOLVERS, get_spec
 from .errors import CheckpointError, InputError
 from .lora import LoraSpec  # torch-free at import
 from .stepcache import StepCache, cache_text, parse_cache  # torch-free at import
@@ -719,7 +719,6 @@ def _check_continuation(
     parent: str | None, frames: int, overlap: Any, color_match: Any, reference: Any
 ) -> tuple[int, float, Any]:
     """(overlap, color_match, color_reference) of a request; defaults: 1 / 0.5 when continuing, else 0."""
-    from .continuation import DEFAULT_COLOR_MATCH, DEFAULT_OVERLAP
 
     if overlap is None:
         overlap = min(DEFAULT_OVERLAP, frames - 1) if parent is not None else 0
