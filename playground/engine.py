@@ -240,6 +240,14 @@ class Engine:
     def resident_task(self) -> str | None:
         return self._pipe_task
 
+    def forwards(self, req: GenerationRequest) -> dict[str, int] | None:
+        """DiT forwards run / reused by the step cache (``wan.stepcache``) in the run of ``req``, if it was
+        the resident pipeline's last run."""
+        run = self._pipe.last_run if self._pipe is not None and self._pipe_task == req.task else None
+        if run is None or run.request is not req:
+            return None
+        return {"run": run.forwards_run, "reused": run.forwards_reused}
+
     def spec(self, task: str) -> ModelSpec:
         from wan.configs import get_spec
 

@@ -149,7 +149,9 @@ def _worker_main(rank: int, port: int, settings: WorkerSettings, jobs: Any, even
             video = pipe.generate(job["request"], callback=on_step if main else None,
                                   decode_callback=on_decode if main else None)  # fmt: skip
             if main:
-                events.put(("done", video.detach().float().cpu()))
+                run = pipe.last_run
+                events.put(("done", video.detach().float().cpu(),
+                            {"run": run.forwards_run, "reused": run.forwards_reused}))
         except GenerationCancelled as e:
             if main:
                 events.put(("cancelled", str(e)))
@@ -173,6 +175,7 @@ class WorkerGroup:
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
         self.task: str | None = None      # the task whose pipeline the ranks hold
+        self.forwards: dict[str, int] | None = None  # rank 0's step-cache record of the last finished job
         self.restarts = 0
         self.procs: list[Any] = []
         self._ctx: Any = None
@@ -264,6 +267,7 @@ class WorkerGroup:
                 if on_decode(*event[1:]) is False:
                     self.cancel.set()
             elif kind == "done":
+                self.forwards = event[2]  # rank 0's step-cache record of this job
                 return event[1]
             elif kind == "cancelled":
                 raise GenerationCancelled(event[1])
@@ -302,6 +306,8 @@ class GroupEngine(Engine):
                 raise ValueError(f"--gpus {gpus} needs {gpus} CUDA devices; this machine has {have}")
         threads = max(1, (os.cpu_count() or 1) // gpus)
         self.gpus = gpus
+        self._forwards: dict[str, int] | None = None
+        self._forwards_of: GenerationRequest | None = None
         self.group = WorkerGroup(WorkerSettings(
             world=gpus, device="cuda" if device.startswith("cuda") else "cpu", dtype=self._dtype,
             offload=self._offload, quantize=self.quantize, threads=threads,
@@ -316,6 +322,10 @@ class GroupEngine(Engine):
 
     def memory_setup(self) -> dict[str, Any]:
         return {**super().memory_setup(), "gpus": self.gpus}
+
+    def forwards(self, req: GenerationRequest) -> dict[str, int] | None:
+        """Rank 0's step-cache record of the last job, if it was ``req``'s."""
+        return self._forwards if self._forwards_of is req else None
 
     def generate(
         self,
@@ -350,4 +360,5 @@ class GroupEngine(Engine):
                 raise
             if cancel.is_set():
                 raise GenerationCancelled("cancelled")
+            self._forwards, self._forwards_of = self.group.forwards, req
             return video

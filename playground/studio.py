@@ -242,9 +242,9 @@ class Studio:
                 "video": {"width": width, "height": height, "frames": frames, "fps": req.fps},
             }
         )
-        run = self.engine.pipeline(req.task).last_run if getattr(self.engine, "resident_task", None) == req.task else None
-        if run is not None and run.request is req:  # DiT forwards run / reused by the step cache (wan.stepcache)
-            d["forwards"] = {"run": run.forwards_run, "reused": run.forwards_reused}
+        forwards = self.engine.forwards(req)  # DiT forwards run / reused by the step cache (wan.stepcache)
+        if forwards is not None:
+            d["forwards"] = forwards
         return d
 
     def _lora_names(self, req: GenerationRequest, settings: dict[str, Any]) -> None:

@@ -22,7 +22,7 @@ from playground.engine import Engine
 from wan.errors import GenerationCancelled
 from wan.request import make_request
 
-from test_app import API, generate_args, launch_app, stop_app
+from test_app import API, ID_RE, generate_args, launch_app, settings_of, stop_app
 
 pytestmark = pytest.mark.slow
 
@@ -110,8 +110,10 @@ def test_app_gpus2_serves_the_same_video_and_survives_a_killed_worker(tmp_path, 
     server = launch_app(tmp_path / "out2", tmp_path / "app2.log", "--demo-dir", str(demo_root), "--gpus", "2")
     try:
         client = server.client()
-        video = client.predict(api_name=API["t2v-A14B"], **args)[0]
+        video, _, _, link = client.predict(api_name=API["t2v-A14B"], **args)
         assert torch.equal(_frames(video), ref)
+        s = settings_of(server, ID_RE.search(link).group(1))  # rank 0's run record reaches the settings
+        assert s["forwards"] == {"run": 6, "reused": 0} and s["memory"]["gpus"] == 2, s
         pids = _worker_pids(server.log_text())
         # a long job; kill rank 1 once it is running
         job = client.submit(api_name=API["t2v-A14B"], **generate_args("t2v-A14B", seed=78, sampling_steps=100, frame_num=33))
