@@ -46,8 +46,13 @@ def _timeline_tab(page):
 
 
 def _wait_text(page, locator, text: str, timeout: float = 120_000) -> str:
-    page.wait_for_function("([el, t]) => el.innerText.includes(t)", arg=[locator.element_handle(), text],
-                           timeout=timeout)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function("([el, t]) => el.innerText.includes(t)", arg=[locator.element_handle(), text],
+                               timeout=timeout)
+    except PlaywrightTimeout:
+        raise AssertionError(f"{text!r} never showed; the element says {locator.inner_text()!r}") from None
     return locator.inner_text()
 
 
@@ -360,18 +365,27 @@ def test_cancel_stops_a_timeline_run(browser, server2):  # noqa: F811
     ctx = browser.new_context(viewport={"width": 1280, "height": 1300}, locale="en-US")
     page = ctx.new_page()
     page.goto(server2.url)
-    # the generate box runs with the T2V tab's settings: 60 steps keep the run going long enough to cancel it
+    # the generate box runs with the T2V tab's settings: 100 steps keep the run going long enough to cancel it
     t2v = page.locator("#tab-t2v")
     steps = t2v.locator(".steps input").first
     steps.wait_for(timeout=60_000)
-    steps.fill("60")
-    steps.press("Tab")
+    frames = t2v.locator(".frames input").first
+    page.wait_for_timeout(3000)  # let the page's load events (restore, weights line) finish first
+    for _ in range(20):  # the page's load events may still reset the form: type until the values stay
+        for box, value in ((steps, "100"), (frames, "81")):  # 100 steps x 81 frames: seconds even when idle
+            box.fill(value)
+            box.press("Tab")
+        page.wait_for_timeout(500)
+        if steps.input_value() == "100" and frames.input_value() == "81":
+            break
+    assert steps.input_value() == "100" and frames.input_value() == "81"
     tab = _timeline_tab(page)
     tab.locator("#timeline-box textarea").fill("a clip that is cancelled")
     _submit_box(tab)
     cancel = tab.locator("#timeline-cancel")
+    _wait_text(page, tab.locator("#timeline-status"), "step", 60_000)  # running (it may queue behind another job)
+    assert "/100 steps" in tab.locator("#timeline-status").inner_text()  # with the T2V tab's settings
     page.wait_for_function("el => !el.disabled", arg=cancel.element_handle(), timeout=15_000)
-    _wait_text(page, tab.locator("#timeline-status"), "step", 60_000)  # running: the progress shows its steps
     cancel.click()
     status = _wait_text(page, tab.locator("#timeline-status"), "Cancelled", 60_000)
     assert "nothing was saved" in status, status
