@@ -205,7 +205,7 @@ def test_cancel_shows_where_it_stopped(browser, server):
     ctx, page, t2v, errors = _open(browser, server.url, "tab-t2v")
     t2v.locator(".prompt textarea").fill("a very long run")
     _set(t2v, "steps", 100)
-    _set(t2v, "frames", 33)
+    _set(t2v, "frames", 81)
     cancel = t2v.locator("button.cancel")
     assert cancel.is_disabled()
     t2v.locator("button.generate").click()
@@ -213,9 +213,11 @@ def test_cancel_shows_where_it_stopped(browser, server):
                            timeout=60_000)
     assert cancel.is_enabled()
     cancel.click()
-    page.wait_for_function("el => el.innerText.includes('Cancelled at step')", arg=_status(t2v).element_handle(),
+    page.wait_for_function("el => el.innerText.includes('Cancelled')", arg=_status(t2v).element_handle(),
                            timeout=30_000)
-    assert re.search(r"Cancelled at step \d+/100", _status(t2v).inner_text())
+    # where it stopped: a step, or (a fast machine finishes the 100 steps before the click lands) a decoded frame
+    assert re.search(r"Cancelled (at step \d+/100|while decoding \(frame \d+/\d+\)); nothing was saved",
+                     _status(t2v).inner_text()), _status(t2v).inner_text()
     page.wait_for_function("el => el.disabled", arg=cancel.element_handle(), timeout=10_000)
     assert not t2v.locator(".permalink").is_visible()  # nothing was saved, no result to share
     assert page.locator(".error").count() == 0

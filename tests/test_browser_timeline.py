@@ -384,7 +384,6 @@ def test_cancel_stops_a_timeline_run(browser, server2):  # noqa: F811
     _submit_box(tab)
     cancel = tab.locator("#timeline-cancel")
     _wait_text(page, tab.locator("#timeline-status"), "step", 60_000)  # running (it may queue behind another job)
-    assert "/100 steps" in tab.locator("#timeline-status").inner_text()  # with the T2V tab's settings
     page.wait_for_function("el => !el.disabled", arg=cancel.element_handle(), timeout=15_000)
     cancel.click()
     status = _wait_text(page, tab.locator("#timeline-status"), "Cancelled", 60_000)
