@@ -56,6 +56,17 @@ def _wait_text(page, locator, text: str, timeout: float = 120_000) -> str:
     return locator.inner_text()
 
 
+def _assert_link_fills_both_images(page, link: str, gen_id: str) -> None:
+    """An I2V result's permalink restores the first image and the last frame from the result's own copies."""
+    page.goto(link)
+    page.locator("#notice").wait_for(state="visible", timeout=60_000)
+    i2v = page.locator("#tab-i2v")
+    i2v.locator(".input-image img").wait_for(timeout=30_000)
+    i2v.locator(".last-image img").wait_for(timeout=30_000)
+    assert f"{gen_id}.last.png" in (i2v.locator(".last-image img").get_attribute("src") or "")
+    assert f"{gen_id}.input.png" in (i2v.locator(".input-image img").get_attribute("src") or "")
+
+
 def _submit_box(tab) -> None:
     tab.locator("#timeline-box button").last.click()  # "Add clip" (the box's submit button)
 
@@ -309,13 +320,7 @@ def test_i2v_last_frame_is_used_stored_and_restored_by_the_permalink(browser, se
     assert f'"last_image": "{last.name}"' in settings
     page.screenshot(path=str(ARTIFACTS / "i2v_last_frame.png"))
 
-    other = ctx.new_page()
-    other.goto(link)
-    other.locator("#notice").wait_for(state="visible", timeout=60_000)
-    i2v2 = other.locator("#tab-i2v")
-    i2v2.locator(".input-image img").wait_for(timeout=30_000)
-    i2v2.locator(".last-image img").wait_for(timeout=30_000)
-    assert f"{gen_id}.last.png" in (i2v2.locator(".last-image img").get_attribute("src") or "")
+    _assert_link_fills_both_images(ctx.new_page(), link, gen_id)
     ctx.close()
 
 
@@ -330,14 +335,7 @@ def test_i2v_last_frame_from_the_api_is_restored_by_the_permalink(browser, serve
     gen_id = ID_RE.search(link).group(1)
     assert (server2.outputs / f"{gen_id}.last.png").is_file()
     ctx = browser.new_context(viewport={"width": 1280, "height": 1300}, locale="en-US")
-    page = ctx.new_page()
-    page.goto(link)
-    page.locator("#notice").wait_for(state="visible", timeout=60_000)
-    i2v = page.locator("#tab-i2v")
-    i2v.locator(".input-image img").wait_for(timeout=30_000)
-    i2v.locator(".last-image img").wait_for(timeout=30_000)
-    assert f"{gen_id}.last.png" in (i2v.locator(".last-image img").get_attribute("src") or "")
-    assert f"{gen_id}.input.png" in (i2v.locator(".input-image img").get_attribute("src") or "")
+    _assert_link_fills_both_images(ctx.new_page(), link, gen_id)
     ctx.close()
 
 
